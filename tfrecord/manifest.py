@@ -1,0 +1,98 @@
+"""dataset.json: the spec, how the data was made, and per split the exact shards with checksums.
+
+The manifest is written last by the producer, so its presence means the dataset is complete.
+"""
+import dataclasses
+import json
+
+from tfrecord.errors import ManifestError, SpecError
+from tfrecord.spec import CaptchaSpec
+
+MANIFEST_NAME = "dataset.json"
+FORMAT_VERSION = 1
+SPLITS = ("train", "validation", "test")
+
+
+def shard_name(split, index, num_shards):
+    return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def shard_path(split, index, num_shards):
+    """Shard path relative to the dataset root: one folder per split holding only its shards."""
+    return f"{split}/{shard_name(split, index, num_shards)}"
+
+
+@dataclasses.dataclass
+class ShardInfo:
+    path: str  # relative to the dataset root
+    records: int
+    bytes: int
+    sha256: str
+
+
+@dataclasses.dataclass
+class SplitInfo:
+    examples: int
+    shards: list
+
+    def __post_init__(self):
+        self.shards = [s if isinstance(s, ShardInfo) else ShardInfo(**s) for s in self.shards]
+
+
+@dataclasses.dataclass
+class Manifest:
+    spec: CaptchaSpec
+    seed: int
+    mode: str  # "uniform" or "permutations"
+    splits: dict  # split name -> SplitInfo
+    options: dict = dataclasses.field(default_factory=dict)  # the producer's label/sharding options
+    versions: dict = dataclasses.field(default_factory=dict)  # tool versions that made the data
+
+    def to_json(self):
+        d = {
+            "format_version": FORMAT_VERSION,
+            "spec": self.spec.to_dict(),
+            "seed": self.seed,
+            "mode": self.mode,
+            "options": self.options,
+            "versions": self.versions,
+            "splits": {name: dataclasses.asdict(info) for name, info in self.splits.items()},
+        }
+        return json.dumps(d, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text, source=MANIFEST_NAME):
+        try:
+            d = json.loads(text)
+            if d.get("format_version") != FORMAT_VERSION:
+                raise ManifestError(f"{source}: unsupported format_version {d.get('format_version')!r}")
+            manifest = cls(
+                spec=CaptchaSpec.from_dict(d["spec"]), seed=d["seed"], mode=d["mode"],
+                splits={name: SplitInfo(**info) for name, info in d["splits"].items()},
+                options=d.get("options", {}), versions=d.get("versions", {}))
+        except (ValueError, KeyError, TypeError, SpecError) as e:
+            if isinstance(e, ManifestError):
+                raise
+            raise ManifestError(f"{source}: not a valid dataset manifest ({type(e).__name__}: {e})") from e
+        for name, info in manifest.splits.items():
+            if sum(s.records for s in info.shards) != info.examples:
+                raise ManifestError(f"{source}: split {name!r} shard record counts do not add up to {info.examples}")
+        return manifest
+
+    def split(self, name):
+        if name not in self.splits:
+            raise ManifestError(f"dataset has no split {name!r} (has {sorted(self.splits)})")
+        return self.splits[name]
+
+
+def load_manifest(path):
+    """Read a local dataset.json, or the one inside a local dataset directory."""
+    import os
+
+    if os.path.isdir(path):
+        path = os.path.join(path, MANIFEST_NAME)
+    try:
+        with open(path) as f:
+            return Manifest.from_json(f.read(), source=path)
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no dataset manifest (is this a dataset made by `captcha-pipeline generate`?)") from None
