@@ -35,18 +35,18 @@ class RecordSplitter:
 
     def feed(self, chunk):
         buf = self._buffer + chunk if self._buffer else chunk
-        view, pos, records = memoryview(buf), 0, []
+        pos, records = 0, []
         while len(buf) - pos >= _HEADER.size:
             length, length_crc = _HEADER.unpack_from(buf, pos)
-            if masked_crc32c(view[pos:pos + 8]) != length_crc:
+            if masked_crc32c(buf[pos:pos + 8]) != length_crc:
                 raise CorruptRecordError(self.source, self.offset + pos, "header (length) CRC mismatch")
             end = pos + _HEADER.size + length + _FOOTER.size
             if end > len(buf):
                 break
-            data = view[pos + _HEADER.size:end - _FOOTER.size]
+            data = buf[pos + _HEADER.size:end - _FOOTER.size]
             if masked_crc32c(data) != _FOOTER.unpack_from(buf, end - _FOOTER.size)[0]:
                 raise CorruptRecordError(self.source, self.offset + pos, "payload CRC mismatch")
-            records.append(bytes(data))
+            records.append(data)
             pos = end
         self._buffer = buf[pos:]
         self.offset += pos

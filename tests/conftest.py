@@ -1,0 +1,57 @@
+"""Shared fixtures: a real S3-protocol server on loopback (moto standalone, as a subprocess)."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import types
+import urllib.request
+
+import pytest
+
+# No test may reach AWS: dummy credentials, no shared config files, a fixed region.
+os.environ.update({
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+})
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def aws_server():
+    """moto's standalone server (S3, SageMaker, ...) on 127.0.0.1; `.url` is the endpoint URL."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("moto server did not start")
+            time.sleep(0.2)
+    yield types.SimpleNamespace(url=url, port=port)
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3(aws_server):
+    """A boto3 S3 client on the loopback server, and a fresh bucket name for this test."""
+    import boto3
+    import uuid
+
+    client = boto3.client("s3", endpoint_url=aws_server.url, region_name="us-east-1")
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    return types.SimpleNamespace(client=client, bucket=bucket, url=aws_server.url)

@@ -1,0 +1,88 @@
+"""The SageMaker training-container contract: where things live under /opt/ml and how to read them.
+
+The standard `SM_*` variables win where SageMaker defines one; everything else is relative to the
+container root, `/opt/ml` unless CAPTCHA_PIPELINE_OPT_ML points elsewhere (as `launch local` does).
+"""
+import json
+import os
+
+ROOT_ENV = "CAPTCHA_PIPELINE_OPT_ML"
+INPUT_MODES = ("File", "FastFile", "Pipe")
+
+
+def root():
+    return os.environ.get(ROOT_ENV, "/opt/ml")
+
+
+def input_dir():
+    return os.environ.get("SM_INPUT_DIR", os.path.join(root(), "input"))
+
+
+def config_dir():
+    return os.environ.get("SM_INPUT_CONFIG_DIR", os.path.join(input_dir(), "config"))
+
+
+def data_dir():
+    return os.path.join(input_dir(), "data")
+
+
+def model_dir():
+    return os.environ.get("SM_MODEL_DIR", os.path.join(root(), "model"))
+
+
+def output_dir():
+    return os.environ.get("SM_OUTPUT_DIR", os.path.join(root(), "output"))
+
+
+def output_data_dir():
+    return os.environ.get("SM_OUTPUT_DATA_DIR", os.path.join(output_dir(), "data"))
+
+
+def checkpoint_dir():
+    return os.path.join(root(), "checkpoints")
+
+
+def failure_path():
+    return os.path.join(output_dir(), "failure")
+
+
+def channel_dir(name):
+    """File/FastFile mode: the directory holding the channel's objects."""
+    return os.environ.get(f"SM_CHANNEL_{name.upper()}", os.path.join(data_dir(), name))
+
+
+def fifo_path(name, epoch):
+    """Pipe mode: the FIFO SageMaker opens for `name` in `epoch` (0-based)."""
+    return os.path.join(data_dir(), f"{name}_{epoch}")
+
+
+def _config(filename, env=None):
+    if env and env in os.environ:
+        return json.loads(os.environ[env])
+    path = os.path.join(config_dir(), filename)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def input_data_config():
+    """{channel: {"TrainingInputMode": ..., "S3DistributionType": ..., ...}}; {} outside SageMaker."""
+    return _config("inputdataconfig.json", "SM_INPUT_DATA_CONFIG") or {}
+
+
+def hyperparameters():
+    """Hyperparameters as SageMaker gives them: every value a string."""
+    return _config("hyperparameters.json", "SM_HPS") or {}
+
+
+def hosts():
+    """(current_host, all hosts sorted); a single local host outside SageMaker."""
+    if "SM_HOSTS" in os.environ:
+        return os.environ.get("SM_CURRENT_HOST", "algo-1"), sorted(json.loads(os.environ["SM_HOSTS"]))
+    config = _config("resourceconfig.json") or {"current_host": "algo-1", "hosts": ["algo-1"]}
+    return config["current_host"], sorted(config["hosts"])
+
+
+def in_sagemaker():
+    return bool(input_data_config()) or "SM_MODEL_DIR" in os.environ
