@@ -9,9 +9,10 @@ from tfrecord.schema import encode_example
 from tfrecord.spec import CaptchaSpec
 
 
-def write_dataset(root, spec=CaptchaSpec(alphabet="01", length=2, width=40, height=24),
+def write_dataset(root, spec=None,
                   counts=(("train", 256), ("validation", 64), ("test", 64)), seed=0, shards=2):
     """Labels cycle through every string of the alphabet; returns the dataset root."""
+    spec = spec or TINY_SPEC
     renderer = Renderer(spec)
     splits = {}
     for split, n in counts:
@@ -31,3 +32,13 @@ def write_dataset(root, spec=CaptchaSpec(alphabet="01", length=2, width=40, heig
     with open(os.path.join(root, MANIFEST_NAME), "w") as f:
         f.write(Manifest(spec, seed, "uniform", splits).to_json())
     return root
+
+
+TINY_SPEC = CaptchaSpec(alphabet="01", length=2, width=40, height=24)
+
+
+def train_args(root, out, *extra):
+    """Flags for `trainer.train.main` on a dataset at `root`, writing under `out`."""
+    return ["--train", f"{root}/train", "--validation", f"{root}/validation", "--model-dir", f"{out}/model",
+            "--checkpoint-dir", f"{out}/checkpoints", "--output-data-dir", f"{out}/output",
+            "--scale", "1", "--batch-size", "32", "--learning-rate", "0.01", "--patience", "20", *extra]

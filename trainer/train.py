@@ -92,7 +92,7 @@ def datasets(args, spec, worker, workers):
     try:
         from tfrecord.channels import channel
     except ImportError:  # TEMPORARY until the readers land
-        channel = _temporary_channel
+        from trainer._temporary_input import channel
 
     shard = {"num_workers": workers, "worker_index": worker} if workers > 1 else {}
     train = channel("train", spec, args.batch_size, path=args.train, shuffle_buffer=args.shuffle_buffer,
@@ -102,20 +102,6 @@ def datasets(args, spec, worker, workers):
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return (train.prefetch(tf.data.AUTOTUNE).with_options(options),
             validation.prefetch(tf.data.AUTOTUNE).with_options(options))
-
-
-def _temporary_channel(name, spec, batch_size, *, path=None, shuffle_buffer=0, seed=None, **_):
-    from tfrecord.schema import IMAGE, LABEL, parse_example
-    files = sorted(tf.io.gfile.glob(os.path.join(path, "*.tfrecord")))
-    ds = tf.data.TFRecordDataset(files)
-    if shuffle_buffer:
-        ds = ds.shuffle(shuffle_buffer, seed=seed)
-    def dec(s):
-        f = parse_example(s, spec)
-        img = tf.map_fn(lambda b: tf.cast(tf.io.decode_png(b, spec.channels), tf.float32) / 255, f[IMAGE], fn_output_signature=tf.float32)
-        img.set_shape([None, spec.height, spec.width, spec.channels])
-        return img, tf.cast(f[LABEL], tf.int32)
-    return ds.batch(batch_size).map(dec, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 class MetricLines(keras.callbacks.Callback):

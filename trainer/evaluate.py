@@ -1,0 +1,115 @@
+"""Evaluate an exported model on a split: JSON report + error-gallery PNG.
+
+`captcha-pipeline evaluate --model-dir M --data D/test` (File mode / local), or the `test` channel in
+SageMaker (File/FastFile/Pipe). Exits non-zero when the model's and the dataset's specs disagree.
+"""
+import argparse
+import collections
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from tfrecord import sagemaker  # noqa: E402
+from tfrecord.errors import SpecError, exits_on_user_error  # noqa: E402
+from tfrecord.manifest import MANIFEST_NAME, load_manifest  # noqa: E402
+from trainer import export  # noqa: E402
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="captcha-pipeline evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--model-dir", default=sagemaker.model_dir())
+    p.add_argument("--data", default=sagemaker.channel_dir("test"), help="split dir of shards")
+    p.add_argument("--channel", default="test", help="SageMaker channel name (Pipe mode)")
+    p.add_argument("--manifest", help="dataset.json or its dir (default: beside --data)")
+    p.add_argument("--report", default="evaluation.json")
+    p.add_argument("--gallery", default="errors.png")
+    p.add_argument("--gallery-size", type=int, default=24)
+    p.add_argument("--batch-size", type=int, default=256)
+    return p.parse_args(argv)
+
+
+def evaluate(model, spec, dataset, gallery_size):
+    """-> (report dict, [(pixels, truth, prediction, confidence)] of the first errors)."""
+    position_right = np.zeros(spec.length)
+    confusion = collections.defaultdict(collections.Counter)
+    total = sequences_right = 0
+    errors = []
+    for images, labels in dataset:
+        out = model.signatures["serving_pixels"](pixels=images)
+        predicted = np.argmax(out["probabilities"].numpy(), axis=-1)
+        labels = labels.numpy()
+        right = predicted == labels
+        total += len(labels)
+        position_right += right.sum(axis=0)
+        sequences_right += int(right.all(axis=1).sum())
+        for t, p in zip(labels.ravel(), predicted.ravel()):
+            confusion[spec.alphabet[t]][spec.alphabet[p]] += 1
+        for i in np.flatnonzero(~right.all(axis=1))[:max(0, gallery_size - len(errors))]:
+            errors.append((images[i].numpy(), spec.decode_label(labels[i]), spec.decode_label(predicted[i]),
+                           float(out["confidence"][i])))
+    per_position = (position_right / max(total, 1)).tolist()
+    mistakes = sorted(((n, t, p) for t, row in confusion.items() for p, n in row.items() if t != p), reverse=True)
+    report = {
+        "examples": total,
+        "sequence_accuracy": sequences_right / max(total, 1),
+        "char_accuracy": float(np.mean(per_position)),
+        "per_position_accuracy": per_position,
+        "confusion": {t: dict(row) for t, row in sorted(confusion.items())},
+        "top_confusions": [{"truth": t, "predicted": p, "count": n} for n, t, p in mistakes[:20]],
+        "spec": spec.to_dict(),
+    }
+    return report, errors
+
+
+def save_gallery(errors, path, columns=4):
+    """A contact sheet of misread images captioned `truth -> prediction (confidence)`."""
+    from PIL import Image, ImageDraw
+
+    if not errors:
+        errors = []
+    h, w = (errors[0][0].shape[:2] if errors else (40, 200))
+    caption = 14
+    rows = max(1, -(-len(errors) // columns))
+    sheet = Image.new("RGB", (columns * w, rows * (h + caption)), "white")
+    draw = ImageDraw.Draw(sheet)
+    if not errors:
+        draw.text((4, 4), "no errors", fill="black")
+    for k, (pixels, truth, predicted, confidence) in enumerate(errors):
+        x, y = (k % columns) * w, (k // columns) * (h + caption)
+        image = Image.fromarray((np.squeeze(pixels) * 255).astype(np.uint8))
+        sheet.paste(image.convert("RGB"), (x, y))
+        draw.text((x + 2, y + h), f"{truth} -> {predicted} ({confidence:.2f})", fill="red")
+    sheet.save(path)
+
+
+@exits_on_user_error
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        from tfrecord.channels import channel
+    except ImportError:  # TEMPORARY until the readers land
+        from trainer._temporary_input import channel
+
+    model, spec = export.load(args.model_dir)
+    manifest = load_manifest(args.manifest or os.path.join(os.path.dirname(os.path.abspath(args.data)), MANIFEST_NAME))
+    if manifest.spec != spec:
+        raise SpecError(f"model spec ({spec.describe()}) does not match the dataset's ({manifest.spec.describe()})")
+    dataset = channel(args.channel, spec, args.batch_size, path=args.data)
+    report, errors = evaluate(model, spec, dataset, args.gallery_size)
+    for path in (args.report, args.gallery):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(args.report, "w") as f:
+        json.dump(report, f, indent=2)
+    save_gallery(errors, args.gallery)
+    print(f"examples={report['examples']} sequence_accuracy={report['sequence_accuracy']:.4f} "
+          f"char_accuracy={report['char_accuracy']:.4f}")
+    print(f"wrote {args.report} and {args.gallery} ({len(errors)} errors shown)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
