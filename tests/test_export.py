@@ -25,7 +25,9 @@ def test_learns_above_chance(trained, tmp_path, capsys):
 
     report, gallery = tmp_path / "report.json", tmp_path / "errors.png"
     assert evaluate.main(["--model-dir", str(trained / "model"), "--data", str(trained / "data/test"),
-                          "--report", str(report), "--gallery", str(gallery)]) == 0
+                          "--report", str(report), "--gallery", str(gallery), "--samples", str(tmp_path / "s"),
+                          "--num-samples", "3"]) == 0
+    assert len([n for n in os.listdir(tmp_path / "s") if n[2] == "_" and n.endswith(".png")]) == 3
     result = json.loads(report.read_text())
     assert result["examples"] == 64 and result["sequence_accuracy"] > 0.6  # chance: 0.25
     assert len(result["per_position_accuracy"]) == 2 and set(result["confusion"]) <= {"0", "1"}

@@ -28,6 +28,8 @@ def parse_args(argv):
     p.add_argument("--report", default="evaluation.json")
     p.add_argument("--gallery", default="errors.png")
     p.add_argument("--gallery-size", type=int, default=24)
+    p.add_argument("--samples", help="also write the first --num-samples images here as <label>_<n>.png")
+    p.add_argument("--num-samples", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=256)
     return p.parse_args(argv)
 
@@ -86,6 +88,18 @@ def save_gallery(errors, path, columns=4):
     sheet.save(path)
 
 
+def save_samples(dataset, spec, folder, count):
+    """Test images as PNG files in the seed's naming, for `captcha-pipeline predict`."""
+    import tensorflow as tf
+
+    os.makedirs(folder, exist_ok=True)
+    images, labels = next(iter(dataset))
+    for n, (pixels, label) in enumerate(zip(images[:count], labels[:count].numpy())):
+        png = tf.io.encode_png(tf.image.convert_image_dtype(pixels, tf.uint8)).numpy()
+        with open(os.path.join(folder, f"{spec.decode_label(label)}_{n:05d}.png"), "wb") as f:
+            f.write(png)
+
+
 @exits_on_user_error
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -105,6 +119,8 @@ def main(argv=None):
     with open(args.report, "w") as f:
         json.dump(report, f, indent=2)
     save_gallery(errors, args.gallery)
+    if args.samples:
+        save_samples(channel(args.channel, spec, args.num_samples, path=args.data), spec, args.samples, args.num_samples)
     print(f"examples={report['examples']} sequence_accuracy={report['sequence_accuracy']:.4f} "
           f"char_accuracy={report['char_accuracy']:.4f}")
     print(f"wrote {args.report} and {args.gallery} ({len(errors)} errors shown)")

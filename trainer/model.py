@@ -9,7 +9,7 @@ from tfrecord.spec import CaptchaSpec
 from trainer.metrics import CharAccuracy, SequenceAccuracy
 
 
-def build_model(spec: CaptchaSpec, *, scale=0.5, filters=(32, 48, 64, 96), dropout=0.3):
+def build_model(spec: CaptchaSpec, *, scale=0.5, filters=(16, 32, 64, 96), dropout=0.3):
     """`scale` resizes the input inside the model, so callers always feed the spec's full size."""
     inputs = keras.Input((spec.height, spec.width, spec.channels), name="pixels")
     x = inputs

@@ -1,0 +1,209 @@
+"""Benchmark: our trainer vs the seed's recipe, scored on the same unseen-label test images.
+
+Rows: the seed recipe rebuilt (gen_captcha.py `-n N` permutation PNGs, 70/30 then 70/30 split, PIL-per-file
+generator, Conv16-32-64 + Dense1024 + ONE softmax over all length x classes, batch 64, 5 epochs) and our
+model on a Beam-made `--holdout-labels` dataset. Both are scored on our test split. Prints a table with
+training wall time, examples/s, test accuracy, our time to reach the seed's accuracy and the ratio.
+
+Short plumbing run (default) ... full run: see README (section trainer).
+"""
+import argparse
+import glob
+import itertools
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from multiprocessing import Pool
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tfrecord.manifest import load_manifest  # noqa: E402
+from trainer import model as ours  # noqa: E402
+from trainer.train import schedule  # noqa: E402
+
+DIGITS, LENGTH, WIDTH, HEIGHT = "0123456789", 4, 120, 100
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", default="bench-output/train", help="scratch folder (datasets, models)")
+    p.add_argument("--train-examples", type=int, default=8000)
+    p.add_argument("--validation-examples", type=int, default=500)
+    p.add_argument("--test-examples", type=int, default=1000)
+    p.add_argument("--mode", default="RGB", help="color mode of our dataset (the seed trains on RGB)")
+    p.add_argument("--epochs", type=int, default=3, help="our model's epochs (cosine schedule spans them)")
+    p.add_argument("--budget-minutes", type=float, default=90, help="stop our training after this much")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=3e-3)
+    p.add_argument("--scale", type=float, default=0.5)
+    p.add_argument("--seed-rounds", type=int, default=1, help="gen_captcha.py -n (the seed used 6)")
+    p.add_argument("--seed-epochs", type=int, default=5)
+    p.add_argument("--seed-max-files", type=int, default=0, help="cap the seed's files (0: all rounds)")
+    p.add_argument("--reuse", action="store_true", help="reuse datasets already in --work")
+    return p.parse_args(argv)
+
+
+# --- the seed recipe --------------------------------------------------------------------------
+
+def _seed_write(args):
+    """gen_captcha.py: one round of every ordered arrangement of 4 distinct digits as <label>_<uuid4>.png."""
+    from captcha.image import ImageCaptcha
+
+    folder, labels = args
+    image = ImageCaptcha(width=WIDTH, height=HEIGHT)
+    for label in labels:
+        image.write(label, os.path.join(folder, f"{label}_{uuid.uuid4()}.png"))
+
+
+def seed_files(folder, rounds, reuse):
+    if not (reuse and glob.glob(os.path.join(folder, "*.png"))):
+        os.makedirs(folder, exist_ok=True)
+        labels = ["".join(p) for p in itertools.permutations(DIGITS, LENGTH)] * rounds
+        with Pool(2) as pool:  # generation time is not part of the comparison
+            pool.map(_seed_write, [(folder, labels[i::8]) for i in range(8)])
+    return sorted(glob.glob(os.path.join(folder, "*.png")))
+
+
+def seed_generator(files, batch_size):
+    """The seed's Python generator: PIL opens each PNG, /255, one-hot labels [4, 10]."""
+    from PIL import Image
+
+    while True:
+        for start in range(0, len(files) - batch_size + 1, batch_size):
+            batch = files[start:start + batch_size]
+            x = np.stack([np.asarray(Image.open(f), dtype="float32") / 255 for f in batch])
+            y = np.zeros((len(batch), LENGTH, len(DIGITS)), "float32")
+            for i, f in enumerate(batch):
+                y[i, range(LENGTH), [DIGITS.index(c) for c in os.path.basename(f)[:LENGTH]]] = 1
+            yield x, y
+
+
+def seed_model():
+    layers = keras.layers
+    model = keras.Sequential([
+        keras.Input((HEIGHT, WIDTH, 3)),
+        layers.Conv2D(16, 3, activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(64, 3, activation="relu"), layers.MaxPooling2D(),
+        layers.Flatten(), layers.Dense(1024, activation="relu"),
+        layers.Dense(LENGTH * len(DIGITS), activation="softmax"),  # one softmax over all 40 outputs
+        layers.Reshape((LENGTH, len(DIGITS))),
+    ])
+    model.compile("adam", "categorical_crossentropy")
+    return model
+
+
+def run_seed(args, files):
+    random.Random(0).shuffle(files)
+    cut = int(len(files) * 0.7)
+    trainval = files[:cut]  # 70/30, then 70/30 again: trains on 49%
+    cut2 = int(len(trainval) * 0.7)
+    train, validation = trainval[:cut2], trainval[cut2:]
+    model = seed_model()
+    start = time.perf_counter()
+    model.fit(seed_generator(train, args.batch_size), steps_per_epoch=len(train) // args.batch_size,
+              validation_data=seed_generator(validation, args.batch_size),
+              validation_steps=len(validation) // args.batch_size, epochs=args.seed_epochs, verbose=0)
+    return model, time.perf_counter() - start, len(train)
+
+
+# --- our model --------------------------------------------------------------------------------
+
+def make_dataset(args, root):
+    if args.reuse and os.path.exists(os.path.join(root, "dataset.json")):
+        return load_manifest(root)
+    subprocess.run([sys.executable, "-m", "launch.cli", "generate", "--output", root, "-d", "--length", str(LENGTH),
+                    "--mode", args.mode, "--train-examples", str(args.train_examples),
+                    "--validation-examples", str(args.validation_examples), "--test-examples", str(args.test_examples),
+                    "--holdout-labels", "--overwrite", "--runner", "DirectRunner",
+                    "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"], check=True)
+    return load_manifest(root)
+
+
+def test_arrays(root, spec):
+    from tfrecord.readers import files_dataset
+
+    batches = list(files_dataset(os.path.join(root, "test"), spec, 500))
+    return np.concatenate([x.numpy() for x, _ in batches]), np.concatenate([y.numpy() for _, y in batches])
+
+
+def scores(probabilities, labels):
+    right = np.argmax(probabilities, -1) == labels
+    return right.all(-1).mean(), right.mean()
+
+
+class TestCurve(keras.callbacks.Callback):
+    """After each epoch: test accuracy vs training seconds (evaluation time excluded); stops at the budget."""
+
+    def __init__(self, images, labels, budget_s):
+        super().__init__()
+        self.images, self.labels, self.budget_s = images, labels, budget_s
+        self.curve, self.train_s = [], 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.train_s += time.perf_counter() - self.start
+        seq, char = scores(self.model.predict(self.images, batch_size=500, verbose=0), self.labels)
+        self.curve.append((self.train_s, seq, char))
+        print(f"ours epoch={epoch + 1} train_s={self.train_s:.0f} test_sequence_accuracy={seq:.4f} "
+              f"test_char_accuracy={char:.4f}", flush=True)
+        if self.train_s > self.budget_s:
+            self.model.stop_training = True
+
+
+def run_ours(args, root, manifest, images, labels):
+    from tfrecord.readers import files_dataset
+    import tensorflow as tf
+
+    spec = manifest.spec
+    train = files_dataset(os.path.join(root, "train"), spec, args.batch_size, shuffle_buffer=4096,
+                          seed=0).prefetch(tf.data.AUTOTUNE)
+    steps = -(-manifest.split("train").examples // args.batch_size)
+    model = ours.compile_model(ours.build_model(spec, scale=args.scale),
+                               schedule(argparse.Namespace(epochs=args.epochs, learning_rate=args.learning_rate,
+                                                           warmup_epochs=0.5), steps))
+    curve = TestCurve(images, labels, args.budget_minutes * 60)
+    model.fit(train, epochs=args.epochs, callbacks=[curve], verbose=0)
+    return curve
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    root = os.path.join(args.work, "data")
+    manifest = make_dataset(args, root)
+    images, labels = test_arrays(root, manifest.spec)
+    rgb = images if images.shape[-1] == 3 else np.repeat(images, 3, axis=-1)
+
+    files = seed_files(os.path.join(args.work, "seed_png"), args.seed_rounds, args.reuse)
+    files = files[:args.seed_max_files or None]
+    seed, seed_s, seed_n = run_seed(args, files)
+    seed_seq, seed_char = scores(seed.predict(rgb, batch_size=500, verbose=0), labels)
+    print(f"seed train_s={seed_s:.0f} test_sequence_accuracy={seed_seq:.4f} test_char_accuracy={seed_char:.4f}", flush=True)
+
+    curve = run_ours(args, root, manifest, images, labels)
+    ours_s, ours_seq, ours_char = curve.curve[-1]
+    reach = next((s for s, seq, _ in curve.curve if seq >= seed_seq), None)
+    n_ours = manifest.split("train").examples * len(curve.curve)
+    rows = [
+        ("seed recipe", seed_s, seed_n * args.seed_epochs / seed_s, seed_seq, seed_char, "-"),
+        ("ours", ours_s, n_ours / ours_s, ours_seq, ours_char,
+         f"{reach:.0f} s = {reach / seed_s:.2f}x seed" if reach is not None else "not reached"),
+    ]
+    print(f"\ntest split: {len(labels)} images, labels unseen in our training; mode {manifest.spec.mode}")
+    print("| recipe | training wall s | examples/s | test sequence acc | test char acc | time to seed's sequence acc |")
+    print("|---|---|---|---|---|---|")
+    for name, s, rate, seq, char, reach_text in rows:
+        print(f"| {name} | {s:.0f} | {rate:.0f} | {seq:.4f} | {char:.4f} | {reach_text} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
