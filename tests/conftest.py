@@ -55,3 +55,30 @@ def s3(aws_server):
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=bucket)
     return types.SimpleNamespace(client=client, bucket=bucket, url=aws_server.url)
+
+
+@pytest.fixture(scope="session")
+def make_dataset(tmp_path_factory):
+    """make_dataset(*generate_argv) -> Path of a dataset written by the Beam job (in-process DirectRunner), cached per argv."""
+    from beam_jobs import generate
+
+    cache = {}
+
+    def make(*argv):
+        if argv not in cache:
+            out = tmp_path_factory.mktemp("dataset")
+            generate.run(["--output", str(out), *argv])
+            cache[argv] = out
+        return cache[argv]
+
+    return make
+
+
+TINY = ("-d", "--length", "2", "--width", "40", "--height", "24", "--train-examples", "120",
+        "--validation-examples", "32", "--test-examples", "32", "--num-shards", "3", "--holdout-labels")
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(make_dataset):
+    """A small digits dataset (length 2, 40x24 grayscale): train 120, validation 32, test 32, 3 shards each."""
+    return make_dataset(*TINY)
