@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import logging
 import math
+import os
 import platform
 import sys
 import time
@@ -109,6 +110,9 @@ def build_plan(args):
         labels = UniformLabels(spec, args.seed, HOLDOUT_FRACTION if args.holdout_labels else None)
         mode, recorded = "uniform", {"holdout_labels": args.holdout_labels, "holdout_fraction": HOLDOUT_FRACTION}
     counts = {split: n for split, n in counts.items() if n}
+    missing = [f for f in spec.fonts if not os.path.isfile(f)]
+    if missing:
+        raise UserError(f"font file not found: {missing[0]}")
     if args.num_shards is not None and args.num_shards < 1:
         raise UserError("--num-shards must be >= 1")
     shards = {split: min(n, args.num_shards or max(MIN_SHARDS, math.ceil(n / EXAMPLES_PER_SHARD)))

@@ -1,5 +1,6 @@
 """`captcha-pipeline <command> ...`: one console command; each subcommand is a module's main(argv)."""
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -27,6 +28,7 @@ def main(argv=None):
     if argv[0] not in COMMANDS:
         print(f"error: unknown command {argv[0]!r}\n{usage()}", file=sys.stderr)
         return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     module = importlib.import_module(COMMANDS[argv[0]][0])
     return module.main(argv[1:]) or 0
 

@@ -68,7 +68,7 @@ class Manifest:
                 raise ManifestError(f"{source}: unsupported format_version {d.get('format_version')!r}")
             manifest = cls(
                 spec=CaptchaSpec.from_dict(d["spec"]), seed=d["seed"], mode=d["mode"],
-                splits={name: SplitInfo(**info) for name, info in d["splits"].items()},
+                splits={name: SplitInfo(**d["splits"][name]) for name in sorted(d["splits"], key=_split_order)},
                 options=d.get("options", {}), versions=d.get("versions", {}))
         except (ValueError, KeyError, TypeError, SpecError) as e:
             if isinstance(e, ManifestError):
@@ -83,6 +83,10 @@ class Manifest:
         if name not in self.splits:
             raise ManifestError(f"dataset has no split {name!r} (has {sorted(self.splits)})")
         return self.splits[name]
+
+
+def _split_order(name):
+    return (SPLITS.index(name) if name in SPLITS else len(SPLITS), name)
 
 
 def load_manifest(path):

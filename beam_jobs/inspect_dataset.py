@@ -1,0 +1,141 @@
+"""`captcha-pipeline inspect DATASET`: validate a dataset against its manifest, summarise it, draw a contact sheet.
+
+Checks every shard's size, sha256 and record count, both CRCs of every record, that every label is
+`length` characters of the alphabet and matches its indices, and that every image decodes at the
+spec's size and color mode. The first mismatch is reported as one line naming the shard and record.
+"""
+import argparse
+import hashlib
+import io
+import sys
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+from PIL import Image, ImageDraw
+
+from beam_jobs import storage
+from tfrecord import schema
+from tfrecord.errors import ManifestError, SpecError, UserError, exits_on_user_error
+from tfrecord.framing import read_records
+from tfrecord.manifest import MANIFEST_NAME, Manifest
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="captcha-pipeline inspect", description=__doc__.split("\n")[0],
+                                epilog="Other flags go to Beam's PipelineOptions (e.g. --s3_endpoint_url).")
+    p.add_argument("dataset", help="dataset root (local directory or s3://bucket/prefix)")
+    p.add_argument("--contact-sheet", help="write a PNG of sample images captioned with their labels")
+    p.add_argument("--samples", type=int, default=32, help="images on the contact sheet")
+    args, beam_args = p.parse_known_args(argv)
+    return args, PipelineOptions(beam_args)
+
+
+def check_example(serialized, spec, where):
+    """-> (text, PIL image); raises UserError naming `where` on any disagreement with the spec."""
+    from tensorflow.core.example import example_pb2
+
+    try:
+        feature = example_pb2.Example.FromString(serialized).features.feature
+        text = feature[schema.TEXT].bytes_list.value[0].decode()
+        label = list(feature[schema.LABEL].int64_list.value)
+        fmt = feature[schema.FORMAT].bytes_list.value[0].decode()
+        size = (feature[schema.WIDTH].int64_list.value[0], feature[schema.HEIGHT].int64_list.value[0])
+        image = Image.open(io.BytesIO(feature[schema.IMAGE].bytes_list.value[0]))
+        image.load()
+    except Exception as e:  # a malformed Example or image, whatever the decoder raises
+        raise UserError(f"{where}: cannot decode example ({type(e).__name__}: {e})") from None
+    try:
+        expected = spec.encode_label(text)
+    except SpecError as e:
+        raise UserError(f"{where}: {e}") from None
+    if label != expected:
+        raise UserError(f"{where}: label indices {label} do not spell {text!r}")
+    if fmt != spec.image_format or size != (spec.width, spec.height):
+        raise UserError(f"{where}: declared {fmt} {size[0]}x{size[1]}, spec says {spec.image_format} {spec.width}x{spec.height}")
+    if image.size != (spec.width, spec.height) or image.mode != spec.mode:
+        raise UserError(f"{where}: image is {image.mode} {image.size[0]}x{image.size[1]}, spec says {spec.mode} {spec.width}x{spec.height}")
+    return text, image
+
+
+def inspect(root, samples=0):
+    """Validate the dataset at `root`; -> (manifest, {split: set of labels}, [(text, image)] samples)."""
+    try:
+        manifest = Manifest.from_json(storage.read(storage.join(root, MANIFEST_NAME)).decode(), source=MANIFEST_NAME)
+    except FileNotFoundError:
+        raise ManifestError(f"{root}: no {MANIFEST_NAME}: not a finished dataset") from None
+    files = set(storage.list_files(root))
+    labels, gallery = {}, []
+    for split, info in manifest.splits.items():
+        expected = {storage.join(root, s.path) for s in info.shards}
+        stray = sorted(f for f in files - expected if f.startswith(storage.join(root, split) + "/"))
+        if stray:
+            raise UserError(f"{stray[0]}: not in the manifest (a split folder must hold only its shards)")
+        labels[split] = set()
+        every = max(1, info.examples // max(1, samples // len(manifest.splits)))
+        seen = 0
+        for shard in info.shards:
+            path = storage.join(root, shard.path)
+            if path not in files:
+                raise UserError(f"{shard.path}: listed in the manifest but missing")
+            data = storage.read(path)
+            if len(data) != shard.bytes or hashlib.sha256(data).hexdigest() != shard.sha256:
+                raise UserError(f"{shard.path}: size or sha256 differs from the manifest")
+            count = 0
+            for count, record in enumerate(read_records(io.BytesIO(data), shard.path), 1):
+                text, image = check_example(record, manifest.spec, f"{shard.path} record {count - 1}")
+                labels[split].add(text)
+                if seen % every == 0 and len(gallery) < samples:
+                    gallery.append((text, image))
+                seen += 1
+            if count != shard.records:
+                raise UserError(f"{shard.path}: {count} records, manifest says {shard.records}")
+    if manifest.options.get("holdout_labels") and "train" in labels:
+        for split in set(labels) - {"train"}:
+            if labels[split] & labels["train"]:
+                raise UserError(f"split {split}: {len(labels[split] & labels['train'])} labels also occur in train despite holdout")
+    return manifest, labels, gallery
+
+
+def summary(root, manifest, labels):
+    spec = manifest.spec
+    lines = [f"{root}: {spec.describe()}, mode {manifest.mode}, seed {manifest.seed}",
+             f"{'split':<12}{'shards':>8}{'examples':>10}{'MiB':>9}{'labels':>9}{'in train':>10}"]
+    for split, info in manifest.splits.items():
+        overlap = len(labels[split] & labels.get("train", set())) if split != "train" else len(labels[split])
+        mib = sum(s.bytes for s in info.shards) / 2**20
+        lines.append(f"{split:<12}{len(info.shards):>8}{info.examples:>10}{mib:>9.1f}{len(labels[split]):>9}{overlap:>10}")
+    return "\n".join(lines)
+
+
+def contact_sheet(gallery, path, columns=8):
+    """A grid of images, each captioned with its label (train first, then validation, test)."""
+    w, h = gallery[0][1].size
+    caption = 14
+    sheet = Image.new("RGB", (columns * (w + 4), -(-len(gallery) // columns) * (h + caption + 4)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (text, image) in enumerate(gallery):
+        x, y = (i % columns) * (w + 4), (i // columns) * (h + caption + 4)
+        sheet.paste(image.convert("RGB"), (x + 2, y + 2))
+        draw.text((x + 2, y + h + 3), text, fill="black")
+    with FileSystems.create(path) as f:
+        buf = io.BytesIO()
+        sheet.save(buf, format="PNG")
+        f.write(buf.getvalue())
+
+
+@exits_on_user_error
+def main(argv=None):
+    args, options = parse_args(argv)
+    FileSystems.set_options(options)
+    root = args.dataset.rstrip("/")
+    manifest, labels, gallery = inspect(root, args.samples if args.contact_sheet else 0)
+    print(summary(root, manifest, labels))
+    if args.contact_sheet and gallery:
+        contact_sheet(gallery, args.contact_sheet)
+        print(f"contact sheet: {args.contact_sheet} ({len(gallery)} images)")
+    print(f"ok: {sum(i.examples for i in manifest.splits.values())} examples match {MANIFEST_NAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The Beam job on real runners: determinism, label plans, S3 output, atomicity and bad input."""
+import collections
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from beam_jobs import generate
+from tfrecord.framing import read_records
+from tfrecord.manifest import load_manifest
+
+SMALL = ["--chars", "abc", "--length", "2", "--width", "40", "--height", "24", "--num-shards", "2",
+         "--train-examples", "40", "--validation-examples", "8", "--test-examples", "8", "--holdout-labels"]
+DASK_SCRIPT = """
+import sys
+from distributed import Client, LocalCluster
+from beam_jobs.generate import main
+if __name__ == "__main__":
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster):
+        sys.exit(main(sys.argv[1:] + ["--runner", "DaskRunner", "--dask_client_address", cluster.scheduler_address]))
+"""
+
+
+def tree_hashes(root):
+    return {os.path.relpath(os.path.join(d, f), root): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
+            for d, _, files in os.walk(root) for f in files}
+
+
+def labels_of(root, split):
+    manifest = load_manifest(str(root))
+    from tensorflow.core.example import example_pb2
+
+    out = []
+    for shard in manifest.split(split).shards:
+        with open(os.path.join(root, shard.path), "rb") as f:
+            for record in read_records(f, shard.path):
+                out.append(example_pb2.Example.FromString(record).features.feature["image/class/text"].bytes_list.value[0].decode())
+    return out
+
+
+def test_every_runner_writes_identical_bytes(tmp_path):
+    outputs = {name: tmp_path / name for name in ("direct", "multiprocess", "dask")}
+    generate.run(["--output", str(outputs["direct"]), *SMALL])
+    generate.run(["--output", str(outputs["multiprocess"]), *SMALL,
+                  "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"])
+    subprocess.run([sys.executable, "-c", DASK_SCRIPT, "--output", str(outputs["dask"]), *SMALL], check=True,
+                   cwd=os.path.dirname(os.path.dirname(__file__)), capture_output=True)
+    hashes = {name: tree_hashes(out) for name, out in outputs.items()}
+    assert "dataset.json" in hashes["direct"] and len(hashes["direct"]) == 7  # manifest + 3 splits x 2 shards
+    assert hashes["direct"] == hashes["multiprocess"] == hashes["dask"]
+
+
+def test_holdout_labels_and_manifest(tiny_dataset):
+    manifest = load_manifest(str(tiny_dataset))
+    assert {s: i.examples for s, i in manifest.splits.items()} == {"train": 120, "validation": 32, "test": 32}
+    train = set(labels_of(tiny_dataset, "train"))
+    assert not train & set(labels_of(tiny_dataset, "test")) and not train & set(labels_of(tiny_dataset, "validation"))
+    for split, info in manifest.splits.items():
+        assert sorted(os.listdir(tiny_dataset / split)) == sorted(os.path.basename(s.path) for s in info.shards)
+        for shard in info.shards:
+            data = (tiny_dataset / shard.path).read_bytes()
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (shard.bytes, shard.sha256)
+
+
+def test_permutations_mode_is_the_seeds_plan(tmp_path):
+    generate.run(["--output", str(tmp_path), "--chars", "abc", "--length", "2", "--width", "40", "--height", "24",
+                  "-n", "3", "--num-shards", "2"])
+    train, test = labels_of(tmp_path, "train"), labels_of(tmp_path, "test")
+    arrangements = {"ab", "ac", "ba", "bc", "ca", "cb"}
+    assert collections.Counter(train) == {a: 3 for a in arrangements}  # 3 rounds
+    assert collections.Counter(test) == {a: 1 for a in arrangements}  # max(1, int(3 * 0.2)) rounds
+    assert train[:6] != sorted(train[:6])  # spread out, not in order
+    assert sorted(load_manifest(str(tmp_path)).splits) == ["test", "train"]
+
+
+def test_s3_output_through_a_loopback_server(s3, capsys):
+    out = f"s3://{s3.bucket}/captchas"
+    generate.run(["--output", out, *SMALL, "--s3_endpoint_url", s3.url])
+    keys = sorted(o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket)["Contents"])
+    assert keys[0] == "captchas/dataset.json" and len(keys) == 7
+    manifest = json.loads(s3.client.get_object(Bucket=s3.bucket, Key="captchas/dataset.json")["Body"].read())
+    shard = manifest["splits"]["train"]["shards"][0]
+    body = s3.client.get_object(Bucket=s3.bucket, Key=f"captchas/{shard['path']}")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == shard["sha256"]
+    assert "examples/s" in capsys.readouterr().out
+    from beam_jobs import inspect_dataset
+
+    assert inspect_dataset.main([out, "--s3_endpoint_url", s3.url]) == 0
+
+
+def test_rerun_is_idempotent_and_a_different_dataset_needs_overwrite(tmp_path, capsys):
+    generate.run(["--output", str(tmp_path), *SMALL])
+    before = tree_hashes(tmp_path)
+    generate.run(["--output", str(tmp_path), *SMALL])
+    assert tree_hashes(tmp_path) == before
+    assert generate.main(["--output", str(tmp_path), *SMALL, "--seed", "7"]) == 2
+    assert "already holds a different dataset" in capsys.readouterr().err
+    assert tree_hashes(tmp_path) == before
+    generate.run(["--output", str(tmp_path), *SMALL, "--seed", "7", "--num-shards", "1", "--overwrite"])
+    after = tree_hashes(tmp_path)
+    assert len(after) == 4 and after != before  # the old 2-shard files are gone
+
+
+def test_a_crashed_run_never_looks_finished(tmp_path, monkeypatch):
+    from beam_jobs import storage
+
+    real_write = storage.write_atomic
+
+    def crash_at_manifest(root, relpath, data):
+        if relpath == "dataset.json":
+            raise RuntimeError("worker lost")
+        real_write(root, relpath, data)
+
+    monkeypatch.setattr(storage, "write_atomic", crash_at_manifest)
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="worker lost"):
+        generate.run(["--output", str(out), *SMALL])
+    monkeypatch.undo()
+    assert (out / "train").is_dir() and not (out / "dataset.json").exists()
+    assert generate.main(["--output", str(out), *SMALL]) == 2  # shards without a manifest: refuse
+    generate.run(["--output", str(out), *SMALL, "--overwrite"])
+    assert (out / "dataset.json").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--length", "2"], "alphabet is empty"),
+    (["-d", "--length", "0"], "length must be >= 1"),
+    (["--chars", "ab", "--length", "3", "-n", "1"], "--permutations needs length <= alphabet size"),
+    (["-d", "--width", "30"], "too small for 4 characters"),
+    (["-d", "--direct-num-workers", "2"], "unknown flag --direct-num-workers"),
+    (["-d", "--train-examples", "-1"], "example counts must be >= 0"),
+    (["-d", "--font", "/nonexistent.ttf"], "font file not found"),
+    (["-d", "--output", "/etc/hostname/sub"], "is not a writable directory"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    argv = argv if "--output" in argv else ["--output", str(out), *argv]
+    assert generate.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_missing_bucket_is_refused(s3, capsys):
+    assert generate.main(["--output", "s3://no-such-bucket/x", "-d", "--s3_endpoint_url", s3.url]) == 2
+    assert "bucket 'no-such-bucket' is not accessible" in capsys.readouterr().err
