@@ -36,7 +36,7 @@ def parse_args(argv):
     p.add_argument("--train-examples", type=int, default=8000)
     p.add_argument("--validation-examples", type=int, default=500)
     p.add_argument("--test-examples", type=int, default=1000)
-    p.add_argument("--mode", default="RGB", help="color mode of our dataset (the seed trains on RGB)")
+    p.add_argument("--color-mode", default="RGB", help="color mode of our dataset (the seed trains on RGB)")
     p.add_argument("--epochs", type=int, default=3, help="our model's epochs (cosine schedule spans them)")
     p.add_argument("--budget-minutes", type=float, default=90, help="stop our training after this much")
     p.add_argument("--batch-size", type=int, default=64)
@@ -46,6 +46,7 @@ def parse_args(argv):
     p.add_argument("--seed-epochs", type=int, default=5)
     p.add_argument("--seed-max-files", type=int, default=0, help="cap the seed's files (0: all rounds)")
     p.add_argument("--reuse", action="store_true", help="reuse datasets already in --work")
+    p.add_argument("--data", help="use this existing dataset (dataset.json + splits) instead of running the Beam job")
     return p.parse_args(argv)
 
 
@@ -119,7 +120,7 @@ def make_dataset(args, root):
     if args.reuse and os.path.exists(os.path.join(root, "dataset.json")):
         return load_manifest(root)
     subprocess.run([sys.executable, "-m", "launch.cli", "generate", "--output", root, "-d", "--length", str(LENGTH),
-                    "--mode", args.mode, "--train-examples", str(args.train_examples),
+                    "--color-mode", args.color_mode, "--train-examples", str(args.train_examples),
                     "--validation-examples", str(args.validation_examples), "--test-examples", str(args.test_examples),
                     "--holdout-labels", "--overwrite", "--runner", "DirectRunner",
                     "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"], check=True)
@@ -127,10 +128,20 @@ def make_dataset(args, root):
 
 
 def test_arrays(root, spec):
-    from tfrecord.readers import files_dataset
-
+    files_dataset = _files_dataset()
     batches = list(files_dataset(os.path.join(root, "test"), spec, 500))
     return np.concatenate([x.numpy() for x, _ in batches]), np.concatenate([y.numpy() for _, y in batches])
+
+
+def _files_dataset():
+    try:
+        from tfrecord.readers import files_dataset
+    except ImportError:  # TEMPORARY until the readers land
+        from trainer._temporary_input import channel
+
+        def files_dataset(path, spec, batch_size, **kwargs):
+            return channel("bench", spec, batch_size, path=path, **kwargs)
+    return files_dataset
 
 
 def scores(probabilities, labels):
@@ -160,9 +171,9 @@ class TestCurve(keras.callbacks.Callback):
 
 
 def run_ours(args, root, manifest, images, labels):
-    from tfrecord.readers import files_dataset
     import tensorflow as tf
 
+    files_dataset = _files_dataset()
     spec = manifest.spec
     train = files_dataset(os.path.join(root, "train"), spec, args.batch_size, shuffle_buffer=4096,
                           seed=0).prefetch(tf.data.AUTOTUNE)
@@ -177,8 +188,8 @@ def run_ours(args, root, manifest, images, labels):
 
 def main(argv=None):
     args = parse_args(argv)
-    root = os.path.join(args.work, "data")
-    manifest = make_dataset(args, root)
+    root = args.data or os.path.join(args.work, "data")
+    manifest = load_manifest(root) if args.data else make_dataset(args, root)
     images, labels = test_arrays(root, manifest.spec)
     rgb = images if images.shape[-1] == 3 else np.repeat(images, 3, axis=-1)
 

@@ -7,15 +7,16 @@ import sys
 import numpy as np
 import pytest
 
-from trainer_data import TINY_SPEC, train_args, write_dataset
+from trainer_data import TINY, TINY_SPEC, train_args
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, make_dataset):
     from trainer import train
 
     root = tmp_path_factory.mktemp("trained")
-    data = write_dataset(str(root / "data"))
+    data = make_dataset(*TINY)
+    (root / "data").symlink_to(data)
     assert train.main(train_args(data, str(root), "--epochs", "12")) == 0
     return root
 
@@ -84,12 +85,11 @@ def test_reload_in_fresh_process_gives_same_predictions(trained):
                                here_probabilities, atol=1e-5)
 
 
-def test_evaluate_refuses_other_spec(trained, tmp_path, capsys):
-    from tfrecord.spec import CaptchaSpec
+def test_evaluate_refuses_other_spec(trained, tmp_path, capsys, make_dataset):
     from trainer import evaluate
 
-    other = write_dataset(str(tmp_path / "other"), CaptchaSpec(alphabet="012", length=2, width=40, height=24),
-                          counts=(("test", 4),), shards=1)
+    other = make_dataset("--chars", "012", "--length", "2", "--width", "40", "--height", "24", "--train-examples", "4",
+                         "--validation-examples", "4", "--test-examples", "4", "--num-shards", "1")
     assert evaluate.main(["--model-dir", str(trained / "model"), "--data", f"{other}/test",
                           "--report", str(tmp_path / "r.json"), "--gallery", str(tmp_path / "g.png")]) == 2
     err = capsys.readouterr().err

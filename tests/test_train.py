@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from trainer_data import train_args, write_dataset
+from trainer_data import TINY, train_args
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_dataset(str(tmp_path_factory.mktemp("data")))
+def data(make_dataset):
+    return str(make_dataset(*TINY))
 
 
 def test_spec_mismatch_is_refused(data, tmp_path, capsys):

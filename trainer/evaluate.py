@@ -15,8 +15,9 @@ import numpy as np  # noqa: E402
 
 from tfrecord import sagemaker  # noqa: E402
 from tfrecord.errors import SpecError, exits_on_user_error  # noqa: E402
-from tfrecord.manifest import MANIFEST_NAME, load_manifest  # noqa: E402
+from tfrecord.manifest import load_manifest  # noqa: E402
 from trainer import export  # noqa: E402
+from trainer.train import manifest_path  # noqa: E402
 
 
 def parse_args(argv):
@@ -24,7 +25,7 @@ def parse_args(argv):
     p.add_argument("--model-dir", default=sagemaker.model_dir())
     p.add_argument("--data", default=sagemaker.channel_dir("test"), help="split dir of shards")
     p.add_argument("--channel", default="test", help="SageMaker channel name (Pipe mode)")
-    p.add_argument("--manifest", help="dataset.json or its dir (default: beside --data)")
+    p.add_argument("--manifest", help="dataset.json or its dir (default: meta channel, else beside --data)")
     p.add_argument("--report", default="evaluation.json")
     p.add_argument("--gallery", default="errors.png")
     p.add_argument("--gallery-size", type=int, default=24)
@@ -109,7 +110,7 @@ def main(argv=None):
         from trainer._temporary_input import channel
 
     model, spec = export.load(args.model_dir)
-    manifest = load_manifest(args.manifest or os.path.join(os.path.dirname(os.path.abspath(args.data)), MANIFEST_NAME))
+    manifest = load_manifest(manifest_path(args.manifest, args.data))
     if manifest.spec != spec:
         raise SpecError(f"model spec ({spec.describe()}) does not match the dataset's ({manifest.spec.describe()})")
     dataset = channel(args.channel, spec, args.batch_size, path=args.data)

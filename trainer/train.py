@@ -49,13 +49,14 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def manifest_path(args):
-    if args.manifest:
-        return args.manifest
+def manifest_path(flag, split_dir):
+    """dataset.json: the flag, else the SageMaker `meta` channel, else beside the split dir."""
+    if flag:
+        return flag
     meta = sagemaker.channel_dir("meta")
     if os.path.exists(os.path.join(meta, MANIFEST_NAME)):
         return meta
-    return os.path.join(os.path.dirname(os.path.abspath(args.train)), MANIFEST_NAME)
+    return os.path.join(os.path.dirname(os.path.abspath(split_dir)), MANIFEST_NAME)
 
 
 def model_spec(args, dataset_spec, checkpoint_dir):
@@ -134,7 +135,7 @@ def schedule(args, steps_per_epoch):
 @exits_on_user_error
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    manifest = load_manifest(manifest_path(args))
+    manifest = load_manifest(manifest_path(args.manifest, args.train))
     for split in ("train", "validation"):
         if not manifest.split(split).examples:
             raise ManifestError(f"dataset has no {split} examples")
