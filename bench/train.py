@@ -5,7 +5,7 @@ generator, Conv16-32-64 + Dense1024 + ONE softmax over all length x classes, bat
 model on a Beam-made `--holdout-labels` dataset. Both are scored on our test split. Prints a table with
 training wall time, examples/s, test accuracy, our time to reach the seed's accuracy and the ratio.
 
-Short plumbing run (default) ... full run: see README (section trainer).
+The defaults are a short plumbing run; the full run's command is in the README (section trainer).
 """
 import argparse
 import glob
@@ -39,6 +39,7 @@ def parse_args(argv):
     p.add_argument("--color-mode", default="RGB", help="color mode of our dataset (the seed trains on RGB)")
     p.add_argument("--epochs", type=int, default=3, help="our model's epochs (cosine schedule spans them)")
     p.add_argument("--budget-minutes", type=float, default=90, help="stop our training after this much")
+    p.add_argument("--eval-every", type=int, default=100, help="score our model on test every N steps")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=3e-3)
     p.add_argument("--scale", type=float, default=0.5)
@@ -150,24 +151,34 @@ def scores(probabilities, labels):
 
 
 class TestCurve(keras.callbacks.Callback):
-    """After each epoch: test accuracy vs training seconds (evaluation time excluded); stops at the budget."""
+    """Every `every` steps and after each epoch: test accuracy vs training seconds (evaluation time
+    excluded); stops training at the budget."""
 
-    def __init__(self, images, labels, budget_s):
+    def __init__(self, images, labels, budget_s, every):
         super().__init__()
-        self.images, self.labels, self.budget_s = images, labels, budget_s
-        self.curve, self.train_s = [], 0.0
+        self.images, self.labels, self.budget_s, self.every = images, labels, budget_s, every
+        self.curve, self.train_s, self.steps = [], 0.0, 0
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
 
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.every and self.steps % self.every == 0:
+            self._measure(f"step={self.steps}")
+
     def on_epoch_end(self, epoch, logs=None):
+        self._measure(f"epoch={epoch + 1}")
+
+    def _measure(self, where):
         self.train_s += time.perf_counter() - self.start
         seq, char = scores(self.model.predict(self.images, batch_size=500, verbose=0), self.labels)
         self.curve.append((self.train_s, seq, char))
-        print(f"ours epoch={epoch + 1} train_s={self.train_s:.0f} test_sequence_accuracy={seq:.4f} "
+        print(f"ours {where} train_s={self.train_s:.0f} test_sequence_accuracy={seq:.4f} "
               f"test_char_accuracy={char:.4f}", flush=True)
         if self.train_s > self.budget_s:
             self.model.stop_training = True
+        self.start = time.perf_counter()
 
 
 def run_ours(args, root, manifest, images, labels):
@@ -181,7 +192,7 @@ def run_ours(args, root, manifest, images, labels):
     model = ours.compile_model(ours.build_model(spec, scale=args.scale),
                                schedule(argparse.Namespace(epochs=args.epochs, learning_rate=args.learning_rate,
                                                            warmup_epochs=0.5), steps))
-    curve = TestCurve(images, labels, args.budget_minutes * 60)
+    curve = TestCurve(images, labels, args.budget_minutes * 60, args.eval_every)
     model.fit(train, epochs=args.epochs, callbacks=[curve], verbose=0)
     return curve
 
@@ -202,7 +213,7 @@ def main(argv=None):
     curve = run_ours(args, root, manifest, images, labels)
     ours_s, ours_seq, ours_char = curve.curve[-1]
     reach = next((s for s, seq, _ in curve.curve if seq >= seed_seq), None)
-    n_ours = manifest.split("train").examples * len(curve.curve)
+    n_ours = curve.steps * args.batch_size
     rows = [
         ("seed recipe", seed_s, seed_n * args.seed_epochs / seed_s, seed_seq, seed_char, "-"),
         ("ours", ours_s, n_ours / ours_s, ours_seq, ours_char,
