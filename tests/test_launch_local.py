@@ -1,0 +1,66 @@
+"""`launch local`: the SageMaker container contract on this machine, data from the loopback S3 server."""
+import io
+import os
+import tarfile
+
+import pytest
+
+from launch import local
+from test_launch_train import upload
+
+CONFIG = {"S3DistributionType": "FullyReplicated"}
+
+
+def test_object_order_shuffle_and_sharding():
+    objects = [f"s3://b/train/{i}" for i in range(6)]
+    assert local.objects_for_host(objects, CONFIG, 0) == objects
+    shuffled = {"S3DistributionType": "FullyReplicated", "ShuffleConfig": {"Seed": 3}}
+    epoch0, epoch1 = (local.objects_for_host(objects, shuffled, e) for e in (0, 1))
+    assert sorted(epoch0) == objects and epoch0 != epoch1
+    assert epoch0 == local.objects_for_host(objects, shuffled, 0)  # the seed decides
+    sharded = {"S3DistributionType": "ShardedByS3Key", "ShuffleConfig": {"Seed": 3}}
+    hosts = [local.objects_for_host(objects, sharded, 1, h, 2) for h in (0, 1)]
+    assert sorted(hosts[0] + hosts[1]) == objects and not set(hosts[0]) & set(hosts[1])
+
+
+def run_local(s3, dataset, name, *flags):
+    data = upload(dataset, s3.client, s3.bucket, prefix=f"data-{name}")
+    return local.main([data, "--output-path", f"s3://{s3.bucket}/jobs", "--job-name", name,
+                       "--hp", "epochs=2", "--hp", "batch-size=32", *flags])
+
+
+def model_files(s3, name):
+    body = s3.client.get_object(Bucket=s3.bucket, Key=f"jobs/{name}/output/model.tar.gz")["Body"].read()
+    return tarfile.open(fileobj=io.BytesIO(body)).getnames()
+
+
+@pytest.mark.parametrize("mode", ["Pipe", "File"])
+def test_local_job_from_s3(aws_server, s3, tiny_dataset, monkeypatch, capsys, mode):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_server.url)
+    if mode == "Pipe":
+        pytest.importorskip("tfrecord.pipe")
+    assert run_local(s3, tiny_dataset, f"local-{mode.lower()}", "--input-mode", mode, "--shuffle-seed", "1") == 0
+    out, err = capsys.readouterr()
+    assert "epoch=2 " in out and "val_sequence_accuracy=" in out
+    if mode == "Pipe":
+        assert "pipe train_0" in err and "pipe train_1" in err and "pipe validation_1" in err
+    assert {"1/saved_model.pb", "1/assets.extra/captcha_spec.json", "model.keras"} <= set(model_files(s3, f"local-{mode.lower()}"))
+
+
+def test_local_job_failure_mirrors_sagemaker(aws_server, s3, tiny_dataset, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_server.url)
+    rc = run_local(s3, tiny_dataset, "bad", "--input-mode", "File", "--hp", "length=3",
+                   "--root", str(tmp_path / "root"))
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "error: training job bad failed:" in err
+    failure = (tmp_path / "root" / "output" / "failure").read_text()
+    assert failure.strip()
+    keys = [o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="jobs/bad/")["Contents"]]
+    assert "jobs/bad/output/failure" in keys and "jobs/bad/output/model.tar.gz" not in keys
+
+
+def test_local_refuses_missing_manifest(tmp_path, capsys):
+    (tmp_path / "train").mkdir()
+    assert local.main([str(tmp_path), "--output-path", str(tmp_path / "out")]) == 2
+    assert "no dataset.json" in capsys.readouterr().err
