@@ -43,12 +43,20 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def image_uri(framework_version, py_version, region, instance_type):
-    """The AWS Deep Learning Container for TensorFlow training (GPU image for p*/g* instances)."""
-    processor = "gpu" if instance_type.split(".")[1][0] in "pg" else "cpu"
+def processor(instance_type):
+    """"gpu" for the p*/g* instance families, else "cpu"."""
+    return "gpu" if instance_type.split(".")[1][0] in "pg" else "cpu"
+
+
+def dlc_image(repository, tag, region):
+    """An AWS Deep Learning Container image URI."""
     domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    account = DLC_ACCOUNTS.get(region, DLC_DEFAULT_ACCOUNT)
-    return f"{account}.dkr.ecr.{region}.{domain}/tensorflow-training:{framework_version}-{processor}-{py_version}"
+    return f"{DLC_ACCOUNTS.get(region, DLC_DEFAULT_ACCOUNT)}.dkr.ecr.{region}.{domain}/{repository}:{tag}"
+
+
+def image_uri(framework_version, py_version, region, instance_type):
+    """The TensorFlow training image for a framework version, Python version, region and CPU/GPU instance."""
+    return dlc_image("tensorflow-training", f"{framework_version}-{processor(instance_type)}-{py_version}", region)
 
 
 def source_tarball():

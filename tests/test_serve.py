@@ -1,0 +1,117 @@
+"""`serve` over real HTTP (waitress in a fresh process, `requests` as the client), bad requests included;
+`launch invoke --url` against it; `launch deploy/delete` against moto's SageMaker API."""
+import base64
+import subprocess
+import sys
+import time
+
+import boto3
+import pytest
+import requests
+
+from beam_jobs.render import Renderer
+from launch import endpoints
+from tfrecord.spec import CaptchaSpec
+from trainer_data import train_args
+from conftest import _free_port
+
+SPEC = CaptchaSpec(alphabet="0123456789", length=2, width=40, height=24)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_dataset):
+    from trainer import train
+
+    out = tmp_path_factory.mktemp("served")
+    assert train.main(train_args(tiny_dataset, out, "--epochs", "1")) == 0
+    return out / "model"
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "launch.serve", str(model_dir), "--port", str(port),
+                             "--max-request-bytes", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(f"{url}/ping", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"serve did not start: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def png():
+    return Renderer(SPEC).render("42", 1)
+
+
+def test_json_and_raw_bodies(server, png):
+    b64 = base64.b64encode(png).decode()
+    r = requests.post(f"{server}/invocations", json={"instances": [{"b64": b64}, {"image_bytes": {"b64": b64}}]})
+    assert r.status_code == 200
+    predictions = r.json()["predictions"]
+    assert len(predictions) == 2 and predictions[0]["text"] == predictions[1]["text"]
+    p = predictions[0]
+    assert len(p["text"]) == 2 and set(p["text"]) <= set(SPEC.alphabet) and 0 <= p["confidence"] <= 1
+    assert len(p["probabilities"]) == 2 and len(p["probabilities"][0]) == 10
+    raw = requests.post(f"{server}/invocations", data=png, headers={"Content-Type": "image/png"})
+    assert raw.status_code == 200
+    [q] = raw.json()["predictions"]
+    assert q["text"] == p["text"] and q["confidence"] == pytest.approx(p["confidence"], rel=1e-4)
+
+
+@pytest.mark.parametrize("body, content_type, status, reason", [
+    (b"{not json", "application/json", 400, "not valid JSON"),
+    (b'{"instances": []}', "application/json", 400, "at least one instance"),
+    (b'{"instances": [{"b64": "%%%"}]}', "application/json", 400, "invalid base64"),
+    (b'{"instances": [[0.1, 0.2]]}', "application/json", 400, "instance 0: expected"),
+    (b'{"instances": [{"b64": "aGVsbG8="}]}', "application/json", 400, "not a PNG or JPEG"),
+    (b"\x89PNG\r\n\x1a\ntruncated", "image/png", 400, "could not decode"),
+    (b"hello", "text/plain", 415, "unsupported content type"),
+    (b"\x89PNG" + b"0" * 200_000, "image/png", 413, "larger than"),
+])
+def test_bad_requests_get_4xx_with_a_reason(server, body, content_type, status, reason):
+    r = requests.post(f"{server}/invocations", data=body, headers={"Content-Type": content_type})
+    assert r.status_code == status
+    assert reason in r.text
+    assert requests.get(f"{server}/ping").status_code == 200  # still serving
+
+
+def test_unknown_route(server):
+    assert requests.get(f"{server}/nope").status_code == 404
+    assert requests.get(f"{server}/invocations").status_code == 405
+
+
+def test_invoke_against_local_serve(server, png, tmp_path, capsys):
+    image = tmp_path / "a.png"
+    image.write_bytes(png)
+    assert endpoints.main(["invoke", "unused", str(image), "--url", server]) == 0
+    path, text, confidence = capsys.readouterr().out.strip().split("\t")
+    assert path == str(image) and len(text) == 2 and 0 <= float(confidence) <= 1
+
+
+def test_deploy_and_delete_on_moto(aws_server, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_server.url)
+    sm = boto3.client("sagemaker", region_name="us-east-1")
+    sm.create_training_job(
+        TrainingJobName="served-job", RoleArn="arn:aws:iam::123456789012:role/R",
+        AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "Pipe"},
+        OutputDataConfig={"S3OutputPath": "s3://b/jobs"}, StoppingCondition={"MaxRuntimeInSeconds": 60},
+        ResourceConfig={"InstanceType": "ml.c5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 1})
+    assert endpoints.main(["deploy", "served-job", "--role", "arn:aws:iam::123456789012:role/R",
+                           "--endpoint-name", "captcha"]) == 0
+    model = sm.describe_model(ModelName="captcha")["PrimaryContainer"]
+    assert model["Image"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-inference:2.16-cpu"
+    assert model["ModelDataUrl"] == "s3://b/jobs/served-job/output/model.tar.gz"
+    assert sm.describe_endpoint(EndpointName="captcha")["EndpointConfigName"] == "captcha"
+    assert endpoints.main(["delete", "captcha"]) == 0
+    assert not sm.list_endpoints()["Endpoints"] and not sm.list_models()["Models"]
