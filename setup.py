@@ -14,6 +14,8 @@ setup(
         "tf-cpu": ["tensorflow-cpu>=2.16"],
         "beam": ["apache-beam[aws,tfrecord,dask]>=2.60", "captcha==0.7.1", "pillow", "boto3", "dask", "distributed"],
         "serve": ["flask", "waitress", "pillow"],
+        # SageMaker jobs and endpoints through boto3 (the SageMaker SDK v3 does not co-install with this stack)
+        "launch": ["boto3", "requests"],
         "dev": ["pytest", "pytest-timeout", "moto[server]", "requests"],
     },
     entry_points={"console_scripts": ["captcha-pipeline=launch.cli:main"]},
