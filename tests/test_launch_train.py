@@ -106,3 +106,14 @@ def test_refuses_prefix_without_manifest(aws_env, s3, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "no dataset.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_entry_points():
+    import subprocess
+    import sys
+
+    from launch import jobs
+
+    assert jobs.main([]) == 2 and jobs.main(["--help"]) == 0
+    out = subprocess.run([sys.executable, "-m", "launch.train", "--help"], capture_output=True, text=True, check=True)
+    assert "--shuffle-seed" in out.stdout and "--spot" in out.stdout
