@@ -30,6 +30,8 @@ def list_objects(prefix):
         bucket, key = split_s3(prefix)
         pages = client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
         return sorted((f"s3://{bucket}/{o['Key']}", o["Size"]) for page in pages for o in page.get("Contents", []))
+    if os.path.isfile(prefix):
+        return [(prefix, os.path.getsize(prefix))]
     if not os.path.isdir(prefix):
         return []
     found = [os.path.join(d, f) for d, _, files in os.walk(prefix) for f in files]
