@@ -23,8 +23,8 @@ def test_object_order_shuffle_and_sharding():
     assert sorted(hosts[0] + hosts[1]) == objects and not set(hosts[0]) & set(hosts[1])
 
 
-def run_local(s3, dataset, name, *flags):
-    data = upload(dataset, s3.client, s3.bucket, prefix=f"data-{name}")
+def run_local(s3, dataset, name, *flags, source="s3"):
+    data = upload(dataset, s3.client, s3.bucket, prefix=f"data-{name}") if source == "s3" else str(dataset)
     return local.main([data, "--output-path", f"s3://{s3.bucket}/jobs", "--job-name", name,
                        "--hp", "epochs=2", "--hp", "batch-size=32", *flags])
 
@@ -34,12 +34,14 @@ def model_files(s3, name):
     return tarfile.open(fileobj=io.BytesIO(body)).getnames()
 
 
-@pytest.mark.parametrize("mode", ["Pipe", "File"])
-def test_local_job_from_s3(aws_server, s3, tiny_dataset, monkeypatch, capsys, mode):
+@pytest.mark.parametrize("mode, source", [("Pipe", "s3"), ("File", "local")])
+def test_local_job(aws_server, s3, tiny_dataset, monkeypatch, capsys, mode, source):
+    """Data from the loopback S3 server (or a local folder), model.tar.gz into the output bucket."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_server.url)
     if mode == "Pipe":
         pytest.importorskip("tfrecord.pipe")
-    assert run_local(s3, tiny_dataset, f"local-{mode.lower()}", "--input-mode", mode, "--shuffle-seed", "1") == 0
+    assert run_local(s3, tiny_dataset, f"local-{mode.lower()}", "--input-mode", mode, "--shuffle-seed", "1",
+                     source=source) == 0
     out, err = capsys.readouterr()
     assert "epoch=2 " in out and "val_sequence_accuracy=" in out
     if mode == "Pipe":
