@@ -4,10 +4,13 @@ import os
 import tensorflow as tf
 
 
-def channel(name, spec, batch_size, *, path=None, shuffle_buffer=0, seed=None, **_):
+def channel(name, spec, batch_size, *, path=None, shuffle_buffer=0, seed=None, num_workers=1, worker_index=0, **_):
     from tfrecord.schema import IMAGE, LABEL, parse_example
     files = sorted(tf.io.gfile.glob(os.path.join(path, "*.tfrecord")))
-    ds = tf.data.TFRecordDataset(files)
+    if not files:
+        from tfrecord.errors import UserError
+        raise UserError(f"{name}: no *.tfrecord shards in {path} (Pipe mode needs tfrecord.channels)")
+    ds = tf.data.TFRecordDataset(files[worker_index::num_workers])
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed)
     def dec(s):
