@@ -5,7 +5,6 @@ stream in the chosen input mode; the manifest rides in a small File-mode `meta` 
 stream carries nothing but records (the trainer reads `SM_CHANNEL_META/dataset.json`).
 """
 import argparse
-import json
 import sys
 import time
 
@@ -87,7 +86,3 @@ def input_data_config(args, manifest):
                               {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
                                "RecordWrapperType": "None", "CompressionType": "None"})
     return channels
-
-
-def dump(obj):
-    return json.dumps(obj, indent=2, sort_keys=True)

@@ -233,7 +233,7 @@ def run_job(args, root):
         tarfile.open(fileobj=io.BytesIO(sagemaker_job.source_tarball())).extractall(code_dir, filter="data")
         stop, errors, feeders, progress = threading.Event(), [], [], Progress()
         for channel, (prefix, config) in channels.items():
-            objects = [o for o in storage.list_objects(prefix)]
+            objects = storage.list_objects(prefix)
             if not objects:
                 raise UserError(f"channel {channel}: no objects under {prefix}")
             if config["TrainingInputMode"] == "Pipe":
