@@ -24,6 +24,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfrecord.manifest import load_manifest  # noqa: E402
+from tfrecord.readers import files_dataset  # noqa: E402
 from trainer import model as ours  # noqa: E402
 from trainer.train import schedule  # noqa: E402
 
@@ -129,20 +130,8 @@ def make_dataset(args, root):
 
 
 def test_arrays(root, spec):
-    files_dataset = _files_dataset()
     batches = list(files_dataset(os.path.join(root, "test"), spec, 500))
     return np.concatenate([x.numpy() for x, _ in batches]), np.concatenate([y.numpy() for _, y in batches])
-
-
-def _files_dataset():
-    try:
-        from tfrecord.readers import files_dataset
-    except ImportError:  # TEMPORARY until the readers land
-        from trainer._temporary_input import channel
-
-        def files_dataset(path, spec, batch_size, **kwargs):
-            return channel("bench", spec, batch_size, path=path, **kwargs)
-    return files_dataset
 
 
 def scores(probabilities, labels):
@@ -184,7 +173,6 @@ class TestCurve(keras.callbacks.Callback):
 def run_ours(args, root, manifest, images, labels):
     import tensorflow as tf
 
-    files_dataset = _files_dataset()
     spec = manifest.spec
     train = files_dataset(os.path.join(root, "train"), spec, args.batch_size, shuffle_buffer=4096,
                           seed=0).prefetch(tf.data.AUTOTUNE)

@@ -1,5 +1,6 @@
 """Errors a user can act on, and the one way every entry point reports them."""
 import functools
+import re
 import sys
 
 
@@ -23,6 +24,23 @@ class CorruptRecordError(UserError):
         self.source, self.offset, self.reason = source, offset, reason
 
 
+def _user_errors():
+    pending, names = [UserError], []
+    while pending:
+        cls = pending.pop()
+        names.append(cls.__name__)
+        pending += cls.__subclasses__()
+    return names
+
+
+def embedded_user_error(exc):
+    """The message of a UserError raised inside a tf.data generator, which reaches the caller only as
+    the text of a TensorFlow error; None if there is none."""
+    pattern = re.compile(rf"^(?:\w+\.)*(?:{'|'.join(_user_errors())}): (.+)$", re.MULTILINE)
+    found = pattern.findall(str(exc))
+    return found[-1] if found else None
+
+
 def exits_on_user_error(main):
     """Wrap an entry point `main(argv) -> int` so a UserError prints one line and exits 2."""
 
@@ -31,7 +49,12 @@ def exits_on_user_error(main):
         try:
             return main(argv)
         except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            message = str(e)
+        except Exception as e:  # a TensorFlow error carrying one of ours from a tf.data generator
+            message = embedded_user_error(e)
+            if message is None:
+                raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
     return wrapper

@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from tfrecord import sagemaker  # noqa: E402
+from tfrecord.channels import channel  # noqa: E402
 from tfrecord.errors import SpecError, exits_on_user_error  # noqa: E402
 from tfrecord.manifest import load_manifest  # noqa: E402
 from trainer import export  # noqa: E402
@@ -104,16 +105,11 @@ def save_samples(dataset, spec, folder, count):
 @exits_on_user_error
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        from tfrecord.channels import channel
-    except ImportError:  # TEMPORARY until the readers land
-        from trainer._temporary_input import channel
-
     model, spec = export.load(args.model_dir)
     manifest = load_manifest(manifest_path(args.manifest, args.data))
     if manifest.spec != spec:
         raise SpecError(f"model spec ({spec.describe()}) does not match the dataset's ({manifest.spec.describe()})")
-    dataset = channel(args.channel, spec, args.batch_size, path=args.data)
+    dataset = channel(args.channel, spec, args.batch_size, path=args.data, deterministic=True)
     report, errors = evaluate(model, spec, dataset, args.gallery_size)
     for path in (args.report, args.gallery):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

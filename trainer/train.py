@@ -17,6 +17,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfrecord import sagemaker  # noqa: E402
+from tfrecord.channels import channel  # noqa: E402
 from tfrecord.errors import ManifestError, SpecError, exits_on_user_error  # noqa: E402
 from tfrecord.manifest import MANIFEST_NAME, load_manifest  # noqa: E402
 from tfrecord.spec import CaptchaSpec  # noqa: E402
@@ -90,11 +91,6 @@ def strategy():
 
 
 def datasets(args, spec, worker, workers):
-    try:
-        from tfrecord.channels import channel
-    except ImportError:  # TEMPORARY until the readers land
-        from trainer._temporary_input import channel
-
     shard = {"num_workers": workers, "worker_index": worker} if workers > 1 else {}
     train = channel("train", spec, args.batch_size, path=args.train, shuffle_buffer=args.shuffle_buffer,
                     seed=args.seed, **shard)

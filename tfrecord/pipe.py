@@ -1,0 +1,146 @@
+"""SageMaker Pipe mode without a compiled op: TFRecords from the `<channel>_<epoch>` FIFOs.
+
+`tf.data.TFRecordDataset` cannot read a FIFO ("Illegal seek"), and AWS's PipeModeDataset is built
+only up to TF 2.14. This reader is pure Python + tf.data: it reads each FIFO in large blocks,
+verifies both CRCs of every record (errors name channel, epoch and byte offset), and hands records to
+tf.data in lists. Every new iteration of the dataset (each Keras epoch) opens the next epoch's FIFO,
+so `model.fit(epochs=N)` sees exactly one pass per epoch, with memory bounded by one block.
+"""
+import os
+import struct
+import time
+import zlib
+
+import tensorflow as tf
+
+from tfrecord import sagemaker
+from tfrecord.errors import CorruptRecordError, UserError
+from tfrecord.framing import BLOCK_SIZE, RecordSplitter
+from tfrecord.readers import batched
+
+RECORDIO_MAGIC = 0xCED7230A
+_RECORDIO_HEADER = struct.Struct("<II")
+_RECORDIO_MAX = (1 << 29) - 1  # the length field has 29 bits; longer payloads are split into parts
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def recordio_encode(payload):
+    """One payload as SageMaker's RecordIO (MXNet recordio): magic, cflag|length, data, pad to 4 bytes."""
+    parts = [payload[i:i + _RECORDIO_MAX] for i in range(0, len(payload), _RECORDIO_MAX)] or [b""]
+    out = []
+    for i, part in enumerate(parts):
+        cflag = 0 if len(parts) == 1 else 1 if i == 0 else 3 if i == len(parts) - 1 else 2
+        out += [_RECORDIO_HEADER.pack(RECORDIO_MAGIC, cflag << 29 | len(part)), part, b"\0" * (-len(part) % 4)]
+    return b"".join(out)
+
+
+class RecordIOUnwrapper:
+    """Feed RecordIO bytes, get the payload bytes back (parts of a split payload joined in order)."""
+
+    def __init__(self, source):
+        self.source, self.offset, self._buffer = source, 0, b""
+
+    def feed(self, chunk):
+        buf, pos, out = self._buffer + chunk, 0, []
+        while len(buf) - pos >= _RECORDIO_HEADER.size:
+            magic, lrecord = _RECORDIO_HEADER.unpack_from(buf, pos)
+            if magic != RECORDIO_MAGIC:
+                raise CorruptRecordError(self.source, self.offset + pos, "bad RecordIO magic (is the channel RecordIO-wrapped?)")
+            length = lrecord & _RECORDIO_MAX
+            end = pos + _RECORDIO_HEADER.size + length + (-length % 4)
+            if end > len(buf):
+                break
+            out.append(buf[pos + _RECORDIO_HEADER.size:pos + _RECORDIO_HEADER.size + length])
+            pos = end
+        self._buffer, self.offset = buf[pos:], self.offset + pos
+        return b"".join(out)
+
+    def finish(self):
+        if self._buffer:
+            raise CorruptRecordError(self.source, self.offset, "stream ends inside a RecordIO record")
+
+
+def channel_config(channel):
+    """The channel's inputdataconfig.json entry; a clear error unless it is a Pipe-mode channel."""
+    config = sagemaker.input_data_config()
+    if channel not in config:
+        raise UserError(f"channel {channel!r} is not in inputdataconfig.json (channels: {sorted(config) or 'none'})")
+    mode = config[channel].get("TrainingInputMode", "File")
+    if mode != "Pipe":
+        raise UserError(f"channel {channel!r} is in {mode} mode, not Pipe: read it from {sagemaker.channel_dir(channel)}")
+    return config[channel]
+
+
+def _wait_for(path, source, timeout):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise UserError(f"{source}: FIFO {path} did not appear within {timeout:g} s")
+        time.sleep(0.05)
+
+
+def read_epoch(channel, epoch, config, *, timeout=300, block_size=BLOCK_SIZE):
+    """Yield lists of verified serialized records from one epoch's FIFO, until it closes."""
+    source = f"channel {channel} epoch {epoch}"
+    path = sagemaker.fifo_path(channel, epoch)
+    _wait_for(path, source, timeout)
+    splitter = RecordSplitter(source)
+    unwrap = RecordIOUnwrapper(source) if config.get("RecordWrapperType", "None") == "RecordIO" else None
+    gunzip = None
+    with open(path, "rb", buffering=0) as fifo:
+        first = True
+        while chunk := fifo.read(block_size):
+            if first and config.get("CompressionType") == "Gzip" and chunk.startswith(_GZIP_MAGIC):
+                gunzip = _Gunzip()  # SageMaker inflates Gzip channels; accept a still-compressed stream too
+            first = False
+            if gunzip:
+                chunk = gunzip.feed(chunk)
+            if unwrap:
+                chunk = unwrap.feed(chunk)
+            records = splitter.feed(chunk)
+            if records:
+                yield records
+    if unwrap:
+        unwrap.finish()
+    splitter.finish()
+
+
+class _Gunzip:
+    """Streaming gunzip across concatenated gzip members (one per S3 object)."""
+
+    def __init__(self):
+        self._d = zlib.decompressobj(wbits=47)
+
+    def feed(self, chunk):
+        out = []
+        while chunk:
+            out.append(self._d.decompress(chunk))
+            chunk = self._d.unused_data if self._d.eof else b""
+            if self._d.eof:
+                self._d = zlib.decompressobj(wbits=47)
+        return b"".join(out)
+
+
+class _Epochs:
+    """Callable for Dataset.from_generator: each call streams the next epoch's FIFO."""
+
+    def __init__(self, channel, config, **read_kwargs):
+        self.channel, self.config, self.read_kwargs, self.epoch = channel, config, read_kwargs, 0
+
+    def __call__(self):
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        yield from read_epoch(self.channel, epoch, self.config, **self.read_kwargs)
+
+
+def pipe_dataset(channel, spec, batch_size, *, timeout=300, block_size=BLOCK_SIZE, num_workers=1, worker_index=0,
+                 **kwargs):
+    """Pipe-mode channel -> dataset of (images, labels); one FIFO per iteration (epoch), in order.
+
+    num_workers > 1 keeps every num_workers-th record (several hosts on a FullyReplicated channel).
+    Other keyword arguments as for `readers.batched` (shuffle_buffer, channels, dtype, ...).
+    """
+    epochs = _Epochs(channel, channel_config(channel), timeout=timeout, block_size=block_size)
+    records = tf.data.Dataset.from_generator(epochs, output_signature=tf.TensorSpec([None], tf.string)).unbatch()
+    if num_workers > 1:
+        records = records.shard(num_workers, worker_index)
+    return batched(records, spec, batch_size, **kwargs)
