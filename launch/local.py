@@ -68,9 +68,9 @@ def container_root(root):
 class Progress:
     """Bytes streamed per channel and epoch: a live bar on a terminal, one line per epoch otherwise."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream, self.lock = stream, threading.Lock()
-        self.live = stream.isatty()
+    def __init__(self, stream=None):
+        self.stream, self.lock = stream or sys.stderr, threading.Lock()
+        self.live = self.stream.isatty()
 
     def update(self, label, done, total, final=False):
         if not (self.live or final):

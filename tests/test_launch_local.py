@@ -68,8 +68,8 @@ def test_local_refuses_missing_manifest(tmp_path, capsys):
     assert "no dataset.json" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("compression", ["None", "Gzip"])
-def test_pipe_feeder_streams_each_epoch_through_a_fifo(tmp_path, monkeypatch, compression):
+@pytest.mark.parametrize("compression, wrapper", [("None", "None"), ("Gzip", "None"), ("Gzip", "RecordIO")])
+def test_pipe_feeder_streams_each_epoch_through_a_fifo(tmp_path, monkeypatch, compression, wrapper):
     """Real FIFOs, read here with plain file reads: each epoch is the objects' bytes concatenated."""
     import gzip
     import threading
@@ -87,7 +87,7 @@ def test_pipe_feeder_streams_each_epoch_through_a_fifo(tmp_path, monkeypatch, co
         shards.append((data, (str(path), path.stat().st_size)))
     monkeypatch.setenv(sagemaker.ROOT_ENV, str(tmp_path / "opt_ml"))
     os.makedirs(sagemaker.data_dir())
-    config = {"S3DistributionType": "FullyReplicated", "RecordWrapperType": "None", "CompressionType": compression}
+    config = {"S3DistributionType": "FullyReplicated", "RecordWrapperType": wrapper, "CompressionType": compression}
     stop, errors = threading.Event(), []
     feeder = threading.Thread(target=local.feed_pipe, args=("train", [o for _, o in shards], config,
                                                             local.Progress(), stop, errors))
@@ -99,6 +99,9 @@ def test_pipe_feeder_streams_each_epoch_through_a_fifo(tmp_path, monkeypatch, co
                 time.sleep(0.01)
             with open(fifo, "rb") as f:
                 stream = f.read()
+            if wrapper == "RecordIO":  # each object one RecordIO record
+                from tfrecord.pipe import RecordIOUnwrapper
+                stream = RecordIOUnwrapper(fifo).feed(stream)
             assert stream == b"".join(data for data, _ in shards)
             assert len(list(read_records(io.BytesIO(stream), fifo))) == 12  # well-framed records
     finally:
