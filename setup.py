@@ -10,8 +10,8 @@ setup(
     # SageMaker TensorFlow container; everything else is an extra.
     install_requires=["google-crc32c>=1.5", "numpy"],
     extras_require={
-        "tf": ["tensorflow>=2.16"],
-        "tf-cpu": ["tensorflow-cpu>=2.16"],
+        "tf": ["tensorflow>=2.16", "tensorboard"],
+        "tf-cpu": ["tensorflow-cpu>=2.16", "tensorboard"],
         "beam": ["apache-beam[aws,tfrecord,dask]>=2.60", "captcha==0.7.1", "pillow", "boto3", "dask", "distributed"],
         "serve": ["flask", "waitress", "pillow"],
         # SageMaker jobs and endpoints through boto3 (the SageMaker SDK v3 does not co-install with this stack)
