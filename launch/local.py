@@ -11,6 +11,7 @@ import argparse
 import collections
 import contextlib
 import errno
+import fcntl
 import io
 import json
 import os
@@ -94,6 +95,8 @@ def _open_fifo_for_writing(path, stop):
             time.sleep(0.05)
             continue
         os.set_blocking(fd, True)
+        with contextlib.suppress(OSError, AttributeError):  # fewer wake-ups than the 64 KiB default
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
         return fd
     return None
 
