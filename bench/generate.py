@@ -4,7 +4,7 @@
 (b) the bare render loop in one process: render + encode + frame, no I/O (the ceiling per core)
 (c) the Beam job (DirectRunner) with 1 and 2 worker processes, writing sharded TFRecords
 
-    .venv/bin/python bench/generate.py [--examples 6000]
+    .venv/bin/python bench/generate.py [--examples 20000]
 """
 import argparse
 import itertools
@@ -53,7 +53,7 @@ def beam_job(workers):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--examples", type=int, default=6000)
+    parser.add_argument("--examples", type=int, default=20000)
     args = parser.parse_args()
     cases = [("(a) seed: serial loop, one PNG file each", seed_loop),
              ("(b) bare render loop, 1 process", render_loop),
