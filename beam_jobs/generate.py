@@ -61,6 +61,8 @@ def parse_args(argv):
     p.add_argument("--overwrite", action="store_true", help="replace a different dataset already at --output")
     args, beam_args = p.parse_known_args(argv)
     _reject_unknown_flags(beam_args)
+    if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
+        beam_args = [*beam_args, "--default_sdk_harness_log_level=WARNING"]  # workers' INFO chatter off
     options = PipelineOptions(beam_args)
     standard = options.view_as(StandardOptions)
     if standard.runner == "DaskRunner":  # Beam only knows it by its full name
