@@ -14,9 +14,11 @@ setup(
         "tf-cpu": ["tensorflow-cpu>=2.16", "tensorboard"],
         "beam": ["apache-beam[aws,tfrecord,dask]>=2.60", "captcha==0.7.1", "pillow", "boto3", "dask", "distributed"],
         "serve": ["flask", "waitress", "pillow"],
-        # SageMaker jobs and endpoints through boto3 (the SageMaker SDK v3 does not co-install with this stack)
-        "launch": ["boto3", "requests"],
-        "dev": ["pytest", "pytest-timeout", "moto[server]", "requests"],
+        # SageMaker training jobs through the SDK v3 ModelTrainer; endpoints and local runs through boto3
+        "launch": ["sagemaker-train", "boto3", "requests"],
+        # moto's standalone server for S3 and SageMaker only: its full `server` extra pins graphql-core
+        # past what the SDK's graphene accepts
+        "dev": ["pytest", "pytest-timeout", "moto[s3,sagemaker]", "flask", "flask-cors", "requests"],
     },
     entry_points={"console_scripts": ["captcha-pipeline=launch.cli:main"]},
 )

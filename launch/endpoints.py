@@ -25,7 +25,7 @@ def parse_args(argv):
     deploy.add_argument("--endpoint-name", help="default: the job name")
     deploy.add_argument("--instance-type", default="ml.c5.large")
     deploy.add_argument("--instance-count", type=int, default=1)
-    deploy.add_argument("--framework-version", default="2.16", help="TensorFlow Serving image version")
+    deploy.add_argument("--framework-version", default="2.20", help="TensorFlow Serving image version")
     deploy.add_argument("--image-uri", help="override the TensorFlow Serving image")
     deploy.add_argument("--wait", action="store_true", help="until the endpoint is InService")
     invoke = actions.add_parser("invoke", help="send PNG/JPEG files, print text and confidence")
@@ -37,18 +37,13 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def serving_image(framework_version, region, instance_type):
-    """The TensorFlow Serving image (it serves `<model.tar.gz>/1/` on the SageMaker inference contract)."""
-    tag = f"{framework_version}-{sagemaker_job.processor(instance_type)}"
-    return sagemaker_job.dlc_image("tensorflow-inference", tag, region)
-
-
 def deploy(args, sm):
     job = sm.describe_training_job(TrainingJobName=args.job)
     if job["TrainingJobStatus"] != "Completed":
         raise UserError(f"training job {args.job} is {job['TrainingJobStatus']}, not Completed")
     name = args.endpoint_name or args.job
-    image = args.image_uri or serving_image(args.framework_version, args.region, args.instance_type)
+    image = args.image_uri or sagemaker_job.image_uri("inference", args.framework_version, args.region,
+                                                      args.instance_type)
     sm.create_model(ModelName=name, ExecutionRoleArn=args.role,
                     PrimaryContainer={"Image": image, "ModelDataUrl": job["ModelArtifacts"]["S3ModelArtifacts"]})
     sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{

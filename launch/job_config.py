@@ -20,7 +20,8 @@ META_CHANNEL = "meta"
 def add_job_arguments(p: argparse.ArgumentParser):
     p.add_argument("dataset", help="dataset prefix (s3://bucket/path or a local folder) holding dataset.json")
     p.add_argument("--output-path", required=True, help="where <job>/output/model.tar.gz goes (s3:// or local)")
-    p.add_argument("--job-name", help="default: captcha-<UTC timestamp>")
+    p.add_argument("--job-name", help="default: captcha-<UTC timestamp> (`launch train`: the base name, "
+                                      "the SDK appends a timestamp)")
     p.add_argument("--input-mode", choices=INPUT_MODES, default="Pipe", help="for the shard channels")
     p.add_argument("--instance-count", type=int, default=1, help=">1 shards the objects by S3 key across hosts")
     p.add_argument("--shuffle-seed", type=int, help="ShuffleConfig: object order shuffled per epoch (train channel)")

@@ -4,7 +4,7 @@ Builds the container contract in a temporary root (config JSONs, input/data, mod
 checkpoints, the SM_* variables; our readers and trainer find it through CAPTCHA_PIPELINE_OPT_ML),
 feeds each Pipe channel through `<channel>_<epoch>` FIFOs as SageMaker's agent does (objects in key
 order, or shuffled by the ShuffleConfig seed, split by host for ShardedByS3Key), runs the trainer from
-the same source tarball `launch train` uploads, and copies model.tar.gz / output.tar.gz / failure to
+the same source folder `launch train` uploads, and copies model.tar.gz / output.tar.gz / failure to
 `<output-path>/<job>/output/`, exiting with the trainer's status.
 """
 import argparse
@@ -25,7 +25,7 @@ import threading
 import time
 import zlib
 
-from launch import job_config, sagemaker_job, storage
+from launch import job_config, source, storage
 from tfrecord import sagemaker
 from tfrecord.errors import UserError, exits_on_user_error
 
@@ -179,7 +179,7 @@ def write_contract(channels, hps):
 
 def run_trainer(code_dir, hps, env):
     """The script-mode command (`--name value` per hyperparameter); output passed through; (status, last lines)."""
-    command = [sys.executable, sagemaker_job.ENTRY_POINT] + [a for k, v in hps.items() for a in (f"--{k}", v)]
+    command = [sys.executable, source.ENTRY_POINT] + [a for k, v in hps.items() for a in (f"--{k}", v)]
     tail = collections.deque(maxlen=20)
     proc = subprocess.Popen(command, cwd=code_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, errors="replace")
@@ -233,7 +233,7 @@ def run_job(args, root):
             os.rmdir(sagemaker.checkpoint_dir())
             os.symlink(os.path.abspath(args.checkpoint_path), sagemaker.checkpoint_dir())
         code_dir = os.path.join(root, "code")
-        tarfile.open(fileobj=io.BytesIO(sagemaker_job.source_tarball())).extractall(code_dir, filter="data")
+        source.write(code_dir)
         stop, errors, feeders, progress = threading.Event(), [], [], Progress()
         for channel, (prefix, config) in channels.items():
             objects = storage.list_objects(prefix)

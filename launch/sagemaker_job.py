@@ -1,25 +1,19 @@
-"""`launch train`: a SageMaker training job (TensorFlow training image, script mode) streaming the dataset.
+"""`launch train`: a SageMaker training job through the SageMaker Python SDK v3 `ModelTrainer`.
 
-The request is the one the SDK's ModelTrainer sends (CreateTrainingJob): our `trainer/` + `tfrecord/`
-as the source tarball, Pipe/FastFile/File shard channels plus the File-mode `meta` channel, metric
-definitions from `trainer.metrics`, managed spot with checkpoints. boto3 honours AWS_ENDPOINT_URL.
+The TensorFlow training image runs our `trainer/` + `tfrecord/` (launch/source.py) with the shard
+channels in Pipe (default), FastFile or File mode plus the File-mode `meta` channel that carries
+dataset.json, metric definitions from `trainer.metrics`, and managed spot with checkpoints.
+boto3, and so the SDK, honours AWS_ENDPOINT_URL.
 """
 import argparse
-import io
-import json
 import os
 import sys
-import tarfile
+import tempfile
 import time
 
-from launch import job_config, storage
+from launch import job_config, source, storage
 from tfrecord.errors import UserError, exits_on_user_error
 
-SOURCE_PACKAGES = ("trainer", "tfrecord")
-ENTRY_POINT = "sagemaker_entry.py"
-DLC_ACCOUNTS = {"af-south-1": "626614931356", "ap-east-1": "871362719292", "eu-south-1": "692866216735",
-                "me-south-1": "217643126080", "cn-north-1": "727897471807", "cn-northwest-1": "727897471807"}
-DLC_DEFAULT_ACCOUNT = "763104351884"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 FINAL_STATUSES = ("Completed", "Failed", "Stopped")
 
@@ -31,11 +25,11 @@ def parse_args(argv):
     p.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     p.add_argument("--instance-type", default="ml.c5.2xlarge")
     p.add_argument("--volume-size", type=int, default=30, help="GB (File mode downloads the shards here)")
-    p.add_argument("--framework-version", default="2.16", help="TensorFlow training image version")
-    p.add_argument("--py-version", default="py310")
+    p.add_argument("--framework-version", default="2.21", help="TensorFlow training image version")
+    p.add_argument("--py-version", help="of the training image (default: the SDK's for that version)")
     p.add_argument("--image-uri", help="override the TensorFlow training image")
     p.add_argument("--spot", action="store_true", help="managed spot training (checkpoints go to S3)")
-    p.add_argument("--checkpoint-s3-uri", help="default with --spot: <output-path>/<job>/checkpoints")
+    p.add_argument("--checkpoint-s3-uri", help="default with --spot: <output-path>/<base job name>/<job>/checkpoints")
     p.add_argument("--max-run", type=int, default=24 * 3600, help="seconds")
     p.add_argument("--max-wait", type=int, help="seconds, spot only (default: twice --max-run)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
@@ -43,82 +37,75 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def processor(instance_type):
-    """"gpu" for the p*/g* instance families, else "cpu"."""
-    return "gpu" if instance_type.split(".")[1][0] in "pg" else "cpu"
+def image_uri(scope, framework_version, region, instance_type, py_version=None):
+    """The TensorFlow `scope` ("training"/"inference") image for a version, region and CPU/GPU instance,
+    from the SDK's table."""
+    from sagemaker.core import image_uris
 
-
-def dlc_image(repository, tag, region):
-    """An AWS Deep Learning Container image URI."""
-    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"{DLC_ACCOUNTS.get(region, DLC_DEFAULT_ACCOUNT)}.dkr.ecr.{region}.{domain}/{repository}:{tag}"
-
-
-def image_uri(framework_version, py_version, region, instance_type):
-    """The TensorFlow training image for a framework version, Python version, region and CPU/GPU instance."""
-    return dlc_image("tensorflow-training", f"{framework_version}-{processor(instance_type)}-{py_version}", region)
-
-
-def source_tarball():
-    """sourcedir.tar.gz: the trainer and the data contract, plus the script-mode entry point."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for package in SOURCE_PACKAGES:
-            for name in sorted(os.listdir(os.path.join(root, package))):
-                if name.endswith(".py"):
-                    tar.add(os.path.join(root, package, name), arcname=f"{package}/{name}")
-        tar.add(os.path.join(root, "launch", ENTRY_POINT), arcname=ENTRY_POINT)
-    return buffer.getvalue()
+    try:
+        return image_uris.retrieve("tensorflow", region=region, version=framework_version, py_version=py_version,
+                                   instance_type=instance_type, image_scope=scope)
+    except ValueError as e:
+        raise UserError(f"TensorFlow {scope} image: {str(e).splitlines()[0]}") from None
 
 
 def tags(pairs):
+    from sagemaker.train.configs import Tag
+
     out = []
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UserError(f"--tag {pair!r}: expected KEY=VALUE")
-        out.append({"Key": key, "Value": value})
+        out.append(Tag(key=key, value=value))
     return out
 
 
-def training_job_request(args, manifest, name, source_uri):
-    """The CreateTrainingJob request."""
+def channels(args, manifest):
+    """The shard channels and `meta`, as SDK Channels (mode, distribution, wrapper, compression, shuffle)."""
+    from sagemaker.train.configs import Channel, DataSource, S3DataSource, ShuffleConfig
+
+    out = []
+    for name, (uri, config) in job_config.input_data_config(args, manifest).items():
+        shuffle = config.get("ShuffleConfig")
+        out.append(Channel(
+            channel_name=name, input_mode=config["TrainingInputMode"],
+            data_source=DataSource(s3_data_source=S3DataSource(
+                s3_data_type="S3Prefix", s3_uri=uri, s3_data_distribution_type=config["S3DistributionType"])),
+            record_wrapper_type=config["RecordWrapperType"], compression_type=config["CompressionType"],
+            **({"shuffle_config": ShuffleConfig(seed=shuffle["Seed"])} if shuffle else {})))
+    return out
+
+
+def model_trainer(args, source_dir):
+    """A ModelTrainer whose SDK session stages the source under --output-path."""
+    from sagemaker.core.helper.session_helper import Session
+    from sagemaker.train import ModelTrainer
+    from sagemaker.train.configs import (CheckpointConfig, Compute, MetricDefinition, OutputDataConfig,
+                                         SourceCode, StoppingCondition)
     from trainer.metrics import METRIC_DEFINITIONS
 
-    hps = {**job_config.hyperparameters(args.hp),  # script mode: the toolkit JSON-decodes sagemaker_* values
-           "sagemaker_program": json.dumps(ENTRY_POINT), "sagemaker_submit_directory": json.dumps(source_uri),
-           "sagemaker_region": json.dumps(args.region)}
-    channels = []
-    for channel, (uri, config) in job_config.input_data_config(args, manifest).items():
-        entry = {"ChannelName": channel, "InputMode": config["TrainingInputMode"],
-                 "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
-                                                 "S3DataDistributionType": config["S3DistributionType"]}},
-                 "RecordWrapperType": config["RecordWrapperType"], "CompressionType": config["CompressionType"]}
-        if "ShuffleConfig" in config:
-            entry["ShuffleConfig"] = config["ShuffleConfig"]
-        channels.append(entry)
-    request = {
-        "TrainingJobName": name, "RoleArn": args.role,
-        "AlgorithmSpecification": {
-            "TrainingImage": args.image_uri or image_uri(args.framework_version, args.py_version, args.region,
-                                                         args.instance_type),
-            "TrainingInputMode": args.input_mode, "MetricDefinitions": METRIC_DEFINITIONS,
-            "EnableSageMakerMetricsTimeSeries": True},
-        "HyperParameters": hps, "InputDataConfig": channels,
-        "OutputDataConfig": {"S3OutputPath": args.output_path},
-        "ResourceConfig": {"InstanceType": args.instance_type, "InstanceCount": args.instance_count,
-                           "VolumeSizeInGB": args.volume_size},
-        "StoppingCondition": {"MaxRuntimeInSeconds": args.max_run},
-        "Tags": tags(args.tag),
-    }
-    checkpoint = args.checkpoint_s3_uri or (storage.join(args.output_path, name, "checkpoints") if args.spot else None)
-    if checkpoint:
-        request["CheckpointConfig"] = {"S3Uri": checkpoint, "LocalPath": CHECKPOINT_LOCAL_PATH}
-    if args.spot:
-        request["EnableManagedSpotTraining"] = True
-        request["StoppingCondition"]["MaxWaitTimeInSeconds"] = args.max_wait or 2 * args.max_run
-    return request
+    bucket, prefix = storage.split_s3(args.output_path)
+    session = Session(boto_session=storage.session(args.region), default_bucket=bucket,
+                      default_bucket_prefix=prefix.strip("/") or None)
+    spot_wait = {"max_wait_time_in_seconds": args.max_wait or 2 * args.max_run} if args.spot else {}
+    image = args.image_uri or image_uri("training", args.framework_version, args.region, args.instance_type,
+                                        args.py_version)
+    checkpoint = (CheckpointConfig(s3_uri=args.checkpoint_s3_uri, local_path=CHECKPOINT_LOCAL_PATH)
+                  if args.spot or args.checkpoint_s3_uri else None)
+    trainer = ModelTrainer(
+        sagemaker_session=session, role=args.role, base_job_name=args.job_name or "captcha",
+        training_image=image, training_input_mode=args.input_mode,
+        source_code=SourceCode(source_dir=source_dir, entry_script=source.ENTRY_POINT,
+                               requirements=source.REQUIREMENTS),
+        compute=Compute(instance_type=args.instance_type, instance_count=args.instance_count,
+                        volume_size_in_gb=args.volume_size, enable_managed_spot_training=args.spot),
+        hyperparameters=job_config.hyperparameters(args.hp),
+        stopping_condition=StoppingCondition(max_runtime_in_seconds=args.max_run, **spot_wait),
+        checkpoint_config=checkpoint, output_data_config=OutputDataConfig(s3_output_path=args.output_path),
+        tags=tags(args.tag) or None)
+    return trainer.with_metric_definitions([MetricDefinition(name=m["Name"], regex=m["Regex"])
+                                            for m in METRIC_DEFINITIONS])
 
 
 def console_link(region, name):
@@ -126,7 +113,8 @@ def console_link(region, name):
 
 
 def stream_logs(region, name, poll=15):
-    """Print the job's CloudWatch log events until it reaches a final status; returns that description."""
+    """Print the job's CloudWatch log events until it reaches a final status; returns that description.
+    (The SDK's TrainingJob.wait reads logs and status in the default region, not the job's.)"""
     sm, logs = storage.client("sagemaker", region), storage.client("logs", region)
     group, tokens = "/aws/sagemaker/TrainingJobs", {}
     while True:
@@ -148,18 +136,26 @@ def stream_logs(region, name, poll=15):
         time.sleep(poll)
 
 
+def start(args, manifest):
+    """Create the job (the SDK uploads the source folder); returns its name (base name + timestamp)."""
+    from botocore.exceptions import ClientError
+
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = model_trainer(args, source.write(folder))
+        try:
+            trainer.train(input_data_config=channels(args, manifest), wait=False, logs=False)
+        except ClientError as e:
+            raise UserError(f"CreateTrainingJob: {e}") from None
+    return trainer._latest_training_job.training_job_name  # the SDK's documented handle on its job
+
+
 @exits_on_user_error
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if not (storage.is_s3(args.dataset) and storage.is_s3(args.output_path)):
         raise UserError("launch train needs s3:// dataset and output paths (use `launch local` for local folders)")
     manifest = job_config.read_manifest(args.dataset)
-    name = job_config.job_name(args)
-    source_uri = storage.join(args.output_path, name, "source", "sourcedir.tar.gz")
-    bucket, key = storage.split_s3(source_uri)
-    storage.client("s3", args.region).put_object(Bucket=bucket, Key=key, Body=source_tarball())
-    request = training_job_request(args, manifest, name, source_uri)
-    storage.client("sagemaker", args.region).create_training_job(**request)
+    name = start(args, manifest)
     print(f"training job {name}\n{console_link(args.region, name)}", flush=True)
     if not args.wait:
         return 0

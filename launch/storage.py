@@ -18,10 +18,14 @@ def join(prefix, *parts):
     return "/".join([prefix.rstrip("/"), *parts]) if is_s3(prefix) else os.path.join(prefix, *parts)
 
 
-def client(service="s3", region=None):
+def session(region=None):
     import boto3
 
-    return boto3.client(service, region_name=region)
+    return boto3.Session(region_name=region)
+
+
+def client(service="s3", region=None):
+    return session(region).client(service)
 
 
 def list_objects(prefix):

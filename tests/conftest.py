@@ -9,10 +9,15 @@ import urllib.request
 
 import pytest
 
-# No test may reach AWS: dummy credentials, no shared config files, a fixed region.
+# No test may reach AWS: dummy credentials, no shared config files, a fixed region, the SageMaker SDK's
+# telemetry off, and any HTTP(S) request that is not for loopback sent to a closed loopback port.
+SAGEMAKER_CONFIG = os.path.join(os.path.dirname(__file__), "sagemaker_config.yaml")
 os.environ.update({
     "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true",
+    "SAGEMAKER_USER_CONFIG_OVERRIDE": SAGEMAKER_CONFIG, "SAGEMAKER_ADMIN_CONFIG_OVERRIDE": SAGEMAKER_CONFIG,
+    "SAGEMAKER_VALIDATE_ROLE": "false",  # moto has no iam:SimulatePrincipalPolicy
+    "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost",
     "TF_CPP_MIN_LOG_LEVEL": "2",
 })
 

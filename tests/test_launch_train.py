@@ -1,4 +1,5 @@
-"""`launch train` against moto's SageMaker and S3 APIs: the CreateTrainingJob request, read back."""
+"""`launch train` (SageMaker SDK v3 ModelTrainer) against moto's SageMaker and S3 APIs: the CreateTrainingJob
+request as sent and as stored."""
 import io
 import os
 import tarfile
@@ -28,18 +29,18 @@ def upload(dataset, client, bucket, prefix="data"):
 
 @pytest.fixture
 def sent(monkeypatch):
-    """CreateTrainingJob requests as sent over the wire (moto does not echo every field back)."""
+    """CreateTrainingJob requests as the SDK sends them (moto does not echo every field back)."""
     from launch import storage
 
-    requests, make_client = [], storage.client
+    requests, make_session = [], storage.session
 
-    def client(service="s3", region=None):
-        c = make_client(service, region)
-        c.meta.events.register("provide-client-params.sagemaker.CreateTrainingJob",
-                               lambda params, **_: requests.append(params))
-        return c
+    def session(region=None):
+        s = make_session(region)
+        s.events.register("provide-client-params.sagemaker.CreateTrainingJob",
+                          lambda params, **_: requests.append(params))
+        return s
 
-    monkeypatch.setattr(storage, "client", client)
+    monkeypatch.setattr(storage, "session", session)
     return requests
 
 
@@ -56,35 +57,41 @@ def test_pipe_job_request(aws_env, s3, tiny_dataset, sent, capsys):
                              "--tag", "team=vision"])
     assert rc == 0
     out, err = capsys.readouterr()
-    assert "j1" in out and "console.aws.amazon.com" in out
+    [request] = sent
+    name = request["TrainingJobName"]
+    assert name.startswith("j1-") and name in out and "console.aws.amazon.com" in out
     assert "3 shards for 2 instances" in err
-    job = describe(s3, "j1")  # what the API stored ...
+    job = describe(s3, name)  # what the API stored ...
     assert job["TrainingJobStatus"] and job["RoleArn"] == ROLE
-    assert [sent[0]["TrainingJobName"]] == ["j1"]
-    algo = job["AlgorithmSpecification"]
-    assert algo["TrainingImage"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-training:2.16-gpu-py310"
+    algo = request["AlgorithmSpecification"]  # ... and what the SDK sent
+    assert algo["TrainingImage"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-training:2.21-gpu-py312"
     assert algo["TrainingInputMode"] == "Pipe"
-    # moto replaces MetricDefinitions with its own: check them as sent
-    assert sent[0]["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
-    channels = {c["ChannelName"]: c for c in job["InputDataConfig"]}
-    assert set(channels) == {"train", "validation", "meta"}
+    assert algo["MetricDefinitions"] == METRIC_DEFINITIONS
+    channels = {c["ChannelName"]: c for c in request["InputDataConfig"]}
+    assert set(channels) == {"train", "validation", "meta", "code", "sm_drivers"}
     train = channels["train"]
-    assert train["InputMode"] == "Pipe"
+    assert train["InputMode"] == "Pipe" and train["RecordWrapperType"] == "None"
     assert train["DataSource"]["S3DataSource"]["S3Uri"] == f"{data}/train/"
     assert train["DataSource"]["S3DataSource"]["S3DataDistributionType"] == "ShardedByS3Key"
     assert train["ShuffleConfig"] == {"Seed": 7}
+    assert channels["validation"]["InputMode"] == "Pipe" and "ShuffleConfig" not in channels["validation"]
     assert channels["meta"]["InputMode"] == "File"
     assert channels["meta"]["DataSource"]["S3DataSource"]["S3Uri"] == f"{data}/dataset.json"
-    hps = job["HyperParameters"]
-    assert hps["epochs"] == "3" and hps["batch-size"] == "32" and hps["sagemaker_program"] == '"sagemaker_entry.py"'
-    assert job["EnableManagedSpotTraining"] is True and sent[0]["Tags"] == [{"Key": "team", "Value": "vision"}]
-    assert job["CheckpointConfig"]["S3Uri"] == f"s3://{s3.bucket}/jobs/j1/checkpoints"
-    assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
-    assert job["ResourceConfig"]["InstanceCount"] == 2
-    # the source tarball holds the trainer, the data contract and the entry point
-    body = s3.client.get_object(Bucket=s3.bucket, Key="jobs/j1/source/sourcedir.tar.gz")["Body"].read()
-    names = tarfile.open(fileobj=io.BytesIO(body)).getnames()
-    assert {"sagemaker_entry.py", "trainer/train.py", "tfrecord/sagemaker.py"} <= set(names)
+    assert channels["code"]["InputMode"] == "File"  # the SDK's own channels stay readable files
+    hps = request["HyperParameters"]
+    assert hps == {"epochs": "3", "batch-size": "32"}
+    assert request["EnableManagedSpotTraining"] is True and request["Tags"] == [{"Key": "team", "Value": "vision"}]
+    assert request["CheckpointConfig"] == {"S3Uri": f"s3://{s3.bucket}/jobs/j1/{name}/checkpoints",
+                                           "LocalPath": "/opt/ml/checkpoints"}
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+    assert request["ResourceConfig"]["InstanceCount"] == 2
+    assert request["OutputDataConfig"]["S3OutputPath"] == f"s3://{s3.bucket}/jobs"
+    # the source channel holds the trainer, the data contract, the entry point and its requirements
+    code = channels["code"]["DataSource"]["S3DataSource"]["S3Uri"]
+    bucket, prefix = code[len("s3://"):].split("/", 1)
+    keys = {o["Key"][len(prefix):].lstrip("/")
+            for o in s3.client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
+    assert {"sagemaker_entry.py", "trainer/train.py", "tfrecord/sagemaker.py", "requirements.txt"} <= keys
 
 
 def test_file_mode_single_instance_wait(aws_env, s3, tiny_dataset, capsys):
@@ -92,12 +99,38 @@ def test_file_mode_single_instance_wait(aws_env, s3, tiny_dataset, capsys):
     assert sagemaker_job.main([data, "--output-path", f"s3://{s3.bucket}/jobs", "--role", ROLE,
                                "--job-name", "j2", "--input-mode", "FastFile", "--wait"]) == 0
     out = capsys.readouterr().out
-    assert "j2: Completed" in out and f"s3://{s3.bucket}/jobs/j2/output/model.tar.gz" in out
-    job = describe(s3, "j2")
+    name = out.split()[2]
+    assert name.startswith("j2-") and f"{name}: Completed" in out
+    assert f"s3://{s3.bucket}/jobs/{name}/output/model.tar.gz" in out
+    job = describe(s3, name)
     channels = {c["ChannelName"]: c for c in job["InputDataConfig"]}
     assert channels["train"]["InputMode"] == "FastFile"
     assert channels["validation"]["DataSource"]["S3DataSource"]["S3DataDistributionType"] == "FullyReplicated"
     assert "cpu" in job["AlgorithmSpecification"]["TrainingImage"]
+
+
+def test_region_reaches_image_job_and_logs(aws_env, s3, tiny_dataset, sent, capsys):
+    data = upload(tiny_dataset, s3.client, s3.bucket)
+    assert sagemaker_job.main([data, "--output-path", f"s3://{s3.bucket}/jobs", "--role", ROLE, "--job-name", "j3",
+                               "--region", "eu-west-1", "--framework-version", "2.19", "--wait"]) == 0
+    name = sent[0]["TrainingJobName"]
+    assert sent[0]["AlgorithmSpecification"]["TrainingImage"] == (
+        "763104351884.dkr.ecr.eu-west-1.amazonaws.com/tensorflow-training:2.19-cpu-py312")
+    job = boto3.client("sagemaker", endpoint_url=s3.url, region_name="eu-west-1").describe_training_job(
+        TrainingJobName=name)
+    assert job["TrainingJobStatus"] == "Completed" and "region=eu-west-1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--framework-version", "1.0"], "Unsupported tensorflow version: 1.0"),
+    (["--tag", "novalue"], "expected KEY=VALUE"),
+    (["--instance-count", "5"], "fewer than the 5 instances"),
+])
+def test_bad_job_settings_are_one_line_errors(aws_env, s3, tiny_dataset, sent, capsys, flags, message):
+    data = upload(tiny_dataset, s3.client, s3.bucket)
+    assert sagemaker_job.main([data, "--output-path", f"s3://{s3.bucket}/jobs", "--role", ROLE, *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and not sent
 
 
 def test_refuses_prefix_without_manifest(aws_env, s3, capsys):

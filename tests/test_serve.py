@@ -110,7 +110,7 @@ def test_deploy_and_delete_on_moto(aws_server, monkeypatch, capsys):
     assert endpoints.main(["deploy", "served-job", "--role", "arn:aws:iam::123456789012:role/R",
                            "--endpoint-name", "captcha"]) == 0
     model = sm.describe_model(ModelName="captcha")["PrimaryContainer"]
-    assert model["Image"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-inference:2.16-cpu"
+    assert model["Image"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-inference:2.20-cpu-py312"
     assert model["ModelDataUrl"] == "s3://b/jobs/served-job/output/model.tar.gz"
     assert sm.describe_endpoint(EndpointName="captcha")["EndpointConfigName"] == "captcha"
     assert endpoints.main(["delete", "captcha"]) == 0
