@@ -1,8 +1,6 @@
 """`launch train` (SageMaker SDK v3 ModelTrainer) against moto's SageMaker and S3 APIs: the CreateTrainingJob
 request as sent and as stored."""
-import io
 import os
-import tarfile
 
 import boto3
 import pytest
