@@ -1,22 +1,27 @@
-"""`captcha-pipeline <command> ...`: one console command; each subcommand is a module's main(argv)."""
+"""`captcha-pipeline <command> ...`: the one console command. Each entry names the `module:function` that
+takes the rest of the arguments, Beam's `run(argv)` style, and returns an exit status."""
 import importlib
 import os
 import sys
 
 COMMANDS = {
-    "generate": ("beam_jobs.generate", "render captchas with Apache Beam into sharded TFRecords"),
-    "inspect": ("beam_jobs.inspect_dataset", "validate a dataset against its manifest; contact sheet"),
-    "train": ("trainer.train", "train the CNN (SageMaker script-mode contract, or local flags)"),
-    "evaluate": ("trainer.evaluate", "score a model on a split: JSON report and error gallery"),
-    "predict": ("trainer.predict", "read image files with a SavedModel"),
-    "launch": ("launch.jobs", "SageMaker training jobs and endpoints, or the same contract run locally"),
-    "serve": ("launch.serve", "serve a SavedModel over the SageMaker inference container contract"),
+    "generate": ("beam_jobs.generate:main", "render captchas with Apache Beam into sharded TFRecords"),
+    "inspect": ("tfrecord.validate:main", "validate a dataset against its manifest; contact sheet"),
+    "train": ("trainer.train:main", "train the CNN (SageMaker script-mode contract, or local flags)"),
+    "evaluate": ("trainer.evaluate:main", "score a model on a split: JSON report and error gallery"),
+    "predict": ("trainer.predict:main", "read image files with a SavedModel"),
+    "serve": ("trainer.serve:main", "serve a SavedModel over the SageMaker inference container contract"),
+    "launch train": ("launch.sagemaker_job:main", "start a SageMaker training job (Pipe mode by default)"),
+    "launch local": ("launch.local:main", "run the same job on this machine: the container contract without Docker"),
+    "launch deploy": ("launch.endpoints:deploy", "a SageMaker endpoint (TensorFlow Serving) from a job's model"),
+    "launch invoke": ("launch.endpoints:invoke", "send images to an endpoint (or a local `serve`)"),
+    "launch delete": ("launch.endpoints:delete", "delete an endpoint, its config and model"),
 }
 
 
 def usage():
     lines = ["usage: captcha-pipeline <command> [options]   (<command> --help for its options)", "", "commands:"]
-    lines += [f"  {name:<10}{help}" for name, (_, help) in COMMANDS.items()]
+    lines += [f"  {name:<15}{help}" for name, (_, help) in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -25,12 +30,14 @@ def main(argv=None):
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
-    if argv[0] not in COMMANDS:
-        print(f"error: unknown command {argv[0]!r}\n{usage()}", file=sys.stderr)
+    words = 2 if argv[0] == "launch" else 1
+    command = " ".join(argv[:words])
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}\n{usage()}", file=sys.stderr)
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:]) or 0
+    module, function = COMMANDS[command][0].split(":")
+    return getattr(importlib.import_module(module), function)(argv[words:]) or 0
 
 
 if __name__ == "__main__":

@@ -9,35 +9,46 @@ import argparse
 import base64
 import json
 import os
-import sys
 
-from launch import sagemaker_job, storage
+from launch import sagemaker_job
+from tfrecord import storage
 from tfrecord.errors import UserError, exits_on_user_error
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(prog="captcha-pipeline launch", description=__doc__.splitlines()[0])
+def _parser(action, description):
+    p = argparse.ArgumentParser(prog=f"captcha-pipeline launch {action}", description=description)
     p.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-    actions = p.add_subparsers(dest="action", required=True)
-    deploy = actions.add_parser("deploy", help="endpoint from a training job's model artifact")
-    deploy.add_argument("job", help="training job name")
-    deploy.add_argument("--role", required=True)
-    deploy.add_argument("--endpoint-name", help="default: the job name")
-    deploy.add_argument("--instance-type", default="ml.c5.large")
-    deploy.add_argument("--instance-count", type=int, default=1)
-    deploy.add_argument("--framework-version", default="2.20", help="TensorFlow Serving image version")
-    deploy.add_argument("--image-uri", help="override the TensorFlow Serving image")
-    deploy.add_argument("--wait", action="store_true", help="until the endpoint is InService")
-    invoke = actions.add_parser("invoke", help="send PNG/JPEG files, print text and confidence")
-    invoke.add_argument("endpoint", help="endpoint name (ignored with --url)")
-    invoke.add_argument("images", nargs="+")
-    invoke.add_argument("--url", help="a local `serve` base URL instead, e.g. http://127.0.0.1:8080")
-    delete = actions.add_parser("delete", help="delete the endpoint, its config and model")
-    delete.add_argument("endpoint")
+    return p
+
+
+def _deploy_args(argv):
+    p = _parser("deploy", "an endpoint from a training job's model artifact")
+    p.add_argument("job", help="training job name")
+    p.add_argument("--role", required=True)
+    p.add_argument("--endpoint-name", help="default: the job name")
+    p.add_argument("--instance-type", default="ml.c5.large")
+    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--framework-version", default="2.20", help="TensorFlow Serving image version")
+    p.add_argument("--image-uri", help="override the TensorFlow Serving image")
+    p.add_argument("--wait", action="store_true", help="until the endpoint is InService")
     return p.parse_args(argv)
 
 
-def deploy(args, sm):
+def _invoke_args(argv):
+    p = _parser("invoke", "send PNG/JPEG files, print text and confidence")
+    p.add_argument("endpoint", help="endpoint name (ignored with --url)")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--url", help="a local `serve` base URL instead, e.g. http://127.0.0.1:8080")
+    return p.parse_args(argv)
+
+
+def _delete_args(argv):
+    p = _parser("delete", "delete the endpoint, its config and model")
+    p.add_argument("endpoint")
+    return p.parse_args(argv)
+
+
+def _deploy(args, sm):
     job = sm.describe_training_job(TrainingJobName=args.job)
     if job["TrainingJobStatus"] != "Completed":
         raise UserError(f"training job {args.job} is {job['TrainingJobStatus']}, not Completed")
@@ -57,7 +68,7 @@ def deploy(args, sm):
     return 0
 
 
-def invoke(args):
+def _invoke(args):
     bodies = []
     for path in args.images:
         try:
@@ -84,7 +95,7 @@ def invoke(args):
     return 0
 
 
-def delete(args, sm):
+def _delete(args, sm):
     config = sm.describe_endpoint(EndpointName=args.endpoint)["EndpointConfigName"]
     models = [v["ModelName"] for v in sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"]]
     sm.delete_endpoint(EndpointName=args.endpoint)
@@ -95,13 +106,27 @@ def delete(args, sm):
     return 0
 
 
-@exits_on_user_error
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.action == "invoke":
-        return invoke(args)
+def _with_sagemaker(action, args):
     sm = storage.client("sagemaker", args.region)
     try:
-        return deploy(args, sm) if args.action == "deploy" else delete(args, sm)
+        return action(args, sm)
     except sm.exceptions.ClientError as e:
         raise UserError(str(e)) from None
+
+
+@exits_on_user_error
+def deploy(argv=None):
+    """`launch deploy JOB --role ARN`: model + endpoint config + endpoint on the TF Serving image."""
+    return _with_sagemaker(_deploy, _deploy_args(argv))
+
+
+@exits_on_user_error
+def invoke(argv=None):
+    """`launch invoke ENDPOINT IMAGE...`: TF Serving REST JSON to an endpoint or a local `serve`."""
+    return _invoke(_invoke_args(argv))
+
+
+@exits_on_user_error
+def delete(argv=None):
+    """`launch delete ENDPOINT`: the endpoint, its config and its model(s)."""
+    return _with_sagemaker(_delete, _delete_args(argv))

@@ -6,7 +6,7 @@ import boto3
 import pytest
 
 from launch import sagemaker_job
-from trainer.metrics import METRIC_DEFINITIONS
+from trainer.metric_lines import METRIC_DEFINITIONS
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
@@ -28,7 +28,7 @@ def upload(dataset, client, bucket, prefix="data"):
 @pytest.fixture
 def sent(monkeypatch):
     """CreateTrainingJob requests as the SDK sends them (moto does not echo every field back)."""
-    from launch import storage
+    from tfrecord import storage
 
     requests, make_session = [], storage.session
 
@@ -139,12 +139,14 @@ def test_refuses_prefix_without_manifest(aws_env, s3, capsys):
     assert "no dataset.json" in err and len(err.strip().splitlines()) == 1
 
 
-def test_cli_entry_points():
+def test_cli_entry_points(capsys):
     import subprocess
     import sys
 
-    from launch import jobs
+    from launch import cli
 
-    assert jobs.main([]) == 2 and jobs.main(["--help"]) == 0
-    out = subprocess.run([sys.executable, "-m", "launch.train", "--help"], capture_output=True, text=True, check=True)
+    assert cli.main([]) == 0 and "launch deploy" in capsys.readouterr().out
+    assert cli.main(["launch", "nope"]) == 2 and "unknown command 'launch nope'" in capsys.readouterr().err
+    out = subprocess.run([sys.executable, "-m", "launch.cli", "launch", "train", "--help"], capture_output=True,
+                         text=True, check=True)
     assert "--shuffle-seed" in out.stdout and "--spot" in out.stdout

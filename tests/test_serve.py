@@ -31,7 +31,7 @@ def model_dir(tmp_path_factory, tiny_dataset):
 def server(model_dir):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "launch.serve", str(model_dir), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "trainer.serve", str(model_dir), "--port", str(port),
                              "--max-request-bytes", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while True:
@@ -94,7 +94,7 @@ def test_unknown_route(server):
 def test_invoke_against_local_serve(server, png, tmp_path, capsys):
     image = tmp_path / "a.png"
     image.write_bytes(png)
-    assert endpoints.main(["invoke", "unused", str(image), "--url", server]) == 0
+    assert endpoints.invoke(["unused", str(image), "--url", server]) == 0
     path, text, confidence = capsys.readouterr().out.strip().split("\t")
     assert path == str(image) and len(text) == 2 and 0 <= float(confidence) <= 1
 
@@ -107,11 +107,11 @@ def test_deploy_and_delete_on_moto(aws_server, monkeypatch, capsys):
         AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "Pipe"},
         OutputDataConfig={"S3OutputPath": "s3://b/jobs"}, StoppingCondition={"MaxRuntimeInSeconds": 60},
         ResourceConfig={"InstanceType": "ml.c5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 1})
-    assert endpoints.main(["deploy", "served-job", "--role", "arn:aws:iam::123456789012:role/R",
+    assert endpoints.deploy(["served-job", "--role", "arn:aws:iam::123456789012:role/R",
                            "--endpoint-name", "captcha"]) == 0
     model = sm.describe_model(ModelName="captcha")["PrimaryContainer"]
     assert model["Image"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-inference:2.20-cpu-py312"
     assert model["ModelDataUrl"] == "s3://b/jobs/served-job/output/model.tar.gz"
     assert sm.describe_endpoint(EndpointName="captcha")["EndpointConfigName"] == "captcha"
-    assert endpoints.main(["delete", "captcha"]) == 0
+    assert endpoints.delete(["captcha"]) == 0
     assert not sm.list_endpoints()["Endpoints"] and not sm.list_models()["Models"]
