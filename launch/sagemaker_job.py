@@ -2,7 +2,7 @@
 
 The TensorFlow training image runs our `trainer/` + `tfrecord/` (launch/source.py) with the shard
 channels in Pipe (default), FastFile or File mode plus the File-mode `meta` channel that carries
-dataset.json, metric definitions from `trainer.metrics`, and managed spot with checkpoints.
+dataset.json, metric definitions from `trainer.metric_lines`, and managed spot with checkpoints.
 boto3, and so the SDK, honours AWS_ENDPOINT_URL.
 """
 import argparse
@@ -11,7 +11,8 @@ import sys
 import tempfile
 import time
 
-from launch import job_config, source, storage
+from launch import job_config, source
+from tfrecord import storage
 from tfrecord.errors import UserError, exits_on_user_error
 
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
@@ -83,7 +84,7 @@ def model_trainer(args, source_dir):
     from sagemaker.train import ModelTrainer
     from sagemaker.train.configs import (CheckpointConfig, Compute, MetricDefinition, OutputDataConfig,
                                          SourceCode, StoppingCondition)
-    from trainer.metrics import METRIC_DEFINITIONS
+    from trainer.metric_lines import METRIC_DEFINITIONS
 
     bucket, prefix = storage.split_s3(args.output_path)
     session = Session(boto_session=storage.session(args.region), default_bucket=bucket,

@@ -3,7 +3,7 @@ import inspect
 import numpy as np
 
 from tfrecord.spec import CaptchaSpec
-from trainer import metrics, model
+from trainer import metric_lines, metrics, model
 
 
 def test_one_softmax_per_position():
@@ -29,8 +29,8 @@ def test_metrics():
 def test_metric_lines_match_definitions():
     import re
 
-    line = metrics.metric_line(3, {"loss": 0.5, "val_sequence_accuracy": 0.25, "examples_per_sec": 812.34})
+    line = metric_lines.metric_line(3, {"loss": 0.5, "val_sequence_accuracy": 0.25, "examples_per_sec": 812.34})
     assert line == "epoch=3 loss=0.5000 val_sequence_accuracy=0.2500 examples_per_sec=812.3"
-    found = {d["Name"]: re.search(d["Regex"], line) for d in metrics.METRIC_DEFINITIONS}
+    found = {d["Name"]: re.search(d["Regex"], line) for d in metric_lines.METRIC_DEFINITIONS}
     assert found["val_sequence_accuracy"].group(1) == "0.2500" and found["loss"].group(1) == "0.5000"
     assert found["epoch"].group(1) == "3" and found["sequence_accuracy"] is None

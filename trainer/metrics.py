@@ -1,4 +1,4 @@
-"""Captcha accuracy metrics (backend-agnostic) and the regexes SageMaker uses to scrape them."""
+"""Captcha accuracy metrics, backend-agnostic Keras 3 (the metric lines are in trainer/metric_lines.py)."""
 import keras
 from keras import ops
 
@@ -33,17 +33,3 @@ class SequenceAccuracy(keras.metrics.MeanMetricWrapper):
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype}
-
-
-# The trainer prints one line per epoch: `epoch=3 loss=0.1234 ... examples_per_sec=812.3`.
-METRIC_NAMES = ("loss", "char_accuracy", "sequence_accuracy", "val_loss", "val_char_accuracy",
-                "val_sequence_accuracy", "examples_per_sec")
-_NUMBER = r"([0-9.eE+-]+|nan|inf)"
-METRIC_DEFINITIONS = [{"Name": name, "Regex": rf"(?:^|\s){name}={_NUMBER}"} for name in ("epoch",) + METRIC_NAMES]
-
-
-def metric_line(epoch, logs):
-    """The stable `name=value` line for one epoch."""
-    parts = [f"epoch={epoch}"] + [f"{k}={logs[k]:.4f}" if k != "examples_per_sec" else f"{k}={logs[k]:.1f}"
-                                  for k in METRIC_NAMES if k in logs]
-    return " ".join(parts)

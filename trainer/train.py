@@ -21,7 +21,7 @@ from tfrecord.channels import channel  # noqa: E402
 from tfrecord.errors import ManifestError, SpecError, exits_on_user_error  # noqa: E402
 from tfrecord.manifest import MANIFEST_NAME, load_manifest  # noqa: E402
 from tfrecord.spec import CaptchaSpec  # noqa: E402
-from trainer import export, metrics  # noqa: E402
+from trainer import export, metric_lines  # noqa: E402
 from trainer.model import build_model, compile_model  # noqa: E402
 
 WORKER_PORT = 2222
@@ -117,7 +117,7 @@ class MetricLines(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         seconds = self.train_seconds or time.perf_counter() - self.start
         logs = dict(logs or {}, examples_per_sec=self.train_examples / seconds)
-        print(metrics.metric_line(epoch + 1, logs), flush=True)
+        print(metric_lines.metric_line(epoch + 1, logs), flush=True)
 
 
 def schedule(args, steps_per_epoch):
