@@ -11,7 +11,8 @@ from tfrecord.channels import channel
 from tfrecord.errors import UserError, embedded_user_error
 from tfrecord.framing import frame
 from tfrecord.manifest import load_manifest
-from tfrecord.pipe import pipe_dataset, recordio_encode
+from tfrecord.pipe import pipe_dataset
+from tfrecord.recordio import recordio_encode
 from tfrecord.readers import files_dataset, shard_files
 
 
