@@ -8,7 +8,7 @@ import argparse
 import sys
 import time
 
-from launch import storage
+from tfrecord import storage
 from tfrecord.errors import ManifestError, UserError
 from tfrecord.manifest import MANIFEST_NAME, Manifest
 from tfrecord.sagemaker import INPUT_MODES

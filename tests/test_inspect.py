@@ -7,7 +7,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from beam_jobs import inspect_dataset
+from tfrecord import validate
 from beam_jobs.render import Renderer
 from tfrecord.framing import frame, read_records
 from tfrecord.manifest import load_manifest
@@ -24,7 +24,7 @@ def dataset(tiny_dataset, tmp_path):
 
 def test_a_valid_dataset_passes_and_draws_a_contact_sheet(dataset, tmp_path, capsys):
     sheet = tmp_path / "sheet.png"
-    assert inspect_dataset.main([str(dataset), "--contact-sheet", str(sheet), "--samples", "12"]) == 0
+    assert validate.main([str(dataset), "--contact-sheet", str(sheet), "--samples", "12"]) == 0
     out = capsys.readouterr().out
     assert "train" in out and "ok: 184 examples match dataset.json" in out
     assert Image.open(sheet).size[0] > 0
@@ -45,7 +45,7 @@ def rewrite_record(dataset, shard_path, index, record):
 
 
 def fail(dataset, capsys):
-    assert inspect_dataset.main([str(dataset)]) == 2
+    assert validate.main([str(dataset)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     return err

@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from launch import local
+from launch import local, pipe_agent
 from test_launch_train import upload
 
 CONFIG = {"S3DistributionType": "FullyReplicated"}
@@ -13,13 +13,13 @@ CONFIG = {"S3DistributionType": "FullyReplicated"}
 
 def test_object_order_shuffle_and_sharding():
     objects = [f"s3://b/train/{i}" for i in range(6)]
-    assert local.objects_for_host(objects, CONFIG, 0) == objects
+    assert pipe_agent.objects_for_host(objects, CONFIG, 0) == objects
     shuffled = {"S3DistributionType": "FullyReplicated", "ShuffleConfig": {"Seed": 3}}
-    epoch0, epoch1 = (local.objects_for_host(objects, shuffled, e) for e in (0, 1))
+    epoch0, epoch1 = (pipe_agent.objects_for_host(objects, shuffled, e) for e in (0, 1))
     assert sorted(epoch0) == objects and epoch0 != epoch1
-    assert epoch0 == local.objects_for_host(objects, shuffled, 0)  # the seed decides
+    assert epoch0 == pipe_agent.objects_for_host(objects, shuffled, 0)  # the seed decides
     sharded = {"S3DistributionType": "ShardedByS3Key", "ShuffleConfig": {"Seed": 3}}
-    hosts = [local.objects_for_host(objects, sharded, 1, h, 2) for h in (0, 1)]
+    hosts = [pipe_agent.objects_for_host(objects, sharded, 1, h, 2) for h in (0, 1)]
     assert sorted(hosts[0] + hosts[1]) == objects and not set(hosts[0]) & set(hosts[1])
 
 
@@ -89,8 +89,8 @@ def test_pipe_feeder_streams_each_epoch_through_a_fifo(tmp_path, monkeypatch, co
     os.makedirs(sagemaker.data_dir())
     config = {"S3DistributionType": "FullyReplicated", "RecordWrapperType": wrapper, "CompressionType": compression}
     stop, errors = threading.Event(), []
-    feeder = threading.Thread(target=local.feed_pipe, args=("train", [o for _, o in shards], config,
-                                                            local.Progress(), stop, errors))
+    feeder = threading.Thread(target=pipe_agent.feed_pipe, args=("train", [o for _, o in shards], config,
+                                                            pipe_agent.Progress(), stop, errors))
     feeder.start()
     try:
         for epoch in range(2):
@@ -100,7 +100,7 @@ def test_pipe_feeder_streams_each_epoch_through_a_fifo(tmp_path, monkeypatch, co
             with open(fifo, "rb") as f:
                 stream = f.read()
             if wrapper == "RecordIO":  # each object one RecordIO record
-                from tfrecord.pipe import RecordIOUnwrapper
+                from tfrecord.recordio import RecordIOUnwrapper
                 stream = RecordIOUnwrapper(fifo).feed(stream)
             assert stream == b"".join(data for data, _ in shards)
             assert len(list(read_records(io.BytesIO(stream), fifo))) == 12  # well-framed records

@@ -1,0 +1,58 @@
+"""The SageMaker training-container contract under a local root: config JSONs, channel folders, SM_* variables.
+
+Our readers and trainer find the root through CAPTCHA_PIPELINE_OPT_ML (tfrecord/sagemaker.py).
+"""
+import contextlib
+import json
+import os
+import shutil
+
+from launch.pipe_agent import CHUNK, objects_for_host
+from tfrecord import sagemaker, storage
+
+HOST = "algo-1"
+
+
+@contextlib.contextmanager
+def container_root(root):
+    """Point `tfrecord.sagemaker` at `root` in this process (no SM_* variables from outside)."""
+    saved = dict(os.environ)
+    for name in [n for n in os.environ if n.startswith("SM_")]:
+        del os.environ[name]
+    os.environ[sagemaker.ROOT_ENV] = root
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def download_channel(channel, objects, prefix, config):
+    """File/FastFile mode: the channel's objects under `channel_dir(channel)`, keyed relative to the prefix."""
+    target = sagemaker.channel_dir(channel)
+    for uri, _ in objects_for_host(objects, config, 0):
+        relative = uri[len(prefix):].lstrip("/") if uri != prefix else os.path.basename(uri)
+        path = os.path.join(target, *relative.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with storage.open_object(uri) as src, open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst, CHUNK)
+
+
+def write_contract(channels, hps):
+    """Folders and config JSONs under the root; returns the SM_* variables for the trainer."""
+    for path in (sagemaker.config_dir(), sagemaker.data_dir(), sagemaker.model_dir(),
+                 sagemaker.output_data_dir(), sagemaker.checkpoint_dir()):
+        os.makedirs(path, exist_ok=True)
+    configs = {name: config for name, (_, config) in channels.items()}
+    resources = {"current_host": HOST, "hosts": [HOST], "network_interface_name": "eth0"}
+    for filename, content in (("hyperparameters.json", hps), ("inputdataconfig.json", configs),
+                              ("resourceconfig.json", resources)):
+        with open(os.path.join(sagemaker.config_dir(), filename), "w") as f:
+            json.dump(content, f, indent=2)
+    env = {"SM_MODEL_DIR": sagemaker.model_dir(), "SM_OUTPUT_DATA_DIR": sagemaker.output_data_dir(),
+           "SM_OUTPUT_DIR": sagemaker.output_dir(), "SM_INPUT_DIR": sagemaker.input_dir(),
+           "SM_INPUT_CONFIG_DIR": sagemaker.config_dir(), "SM_CHANNELS": json.dumps(sorted(channels)),
+           "SM_HPS": json.dumps(hps), "SM_HOSTS": json.dumps([HOST]), "SM_CURRENT_HOST": HOST,
+           "SM_NUM_GPUS": "0", "SM_NUM_CPUS": str(os.cpu_count()), "SM_INPUT_DATA_CONFIG": json.dumps(configs)}
+    env.update({f"SM_CHANNEL_{name.upper()}": sagemaker.channel_dir(name) for name in channels})
+    return env

@@ -1,0 +1,110 @@
+"""The SageMaker agent's side of Pipe mode, on this machine: `<channel>_<epoch>` FIFOs fed epoch after epoch.
+
+Per epoch the agent creates the FIFO, waits for the trainer to open it, streams the channel's objects
+into it (key order, or shuffled by the ShuffleConfig seed per epoch, split by host for ShardedByS3Key),
+raw-concatenated or one RecordIO record per object, gunzipped for `CompressionType: Gzip`, then closes it.
+Used by `launch local`, the tests and the benchmarks alike.
+"""
+import contextlib
+import errno
+import fcntl
+import os
+import random
+import sys
+import threading
+import time
+import zlib
+
+from tfrecord import sagemaker, storage
+from tfrecord.recordio import recordio_encode
+
+CHUNK = 1 << 20
+
+
+def objects_for_host(objects, config, epoch, host_index=0, host_count=1):
+    """The objects one host receives in one epoch: key order, or shuffled (seed, epoch), then sharded by key."""
+    objects = list(objects)
+    seed = config.get("ShuffleConfig", {}).get("Seed")
+    if seed is not None:
+        random.Random(f"{seed}/{epoch}").shuffle(objects)
+    if config["S3DistributionType"] == "ShardedByS3Key":
+        objects = objects[host_index::host_count]
+    return objects
+
+
+class Progress:
+    """Bytes streamed per channel and epoch: a live bar on a terminal, one line per epoch otherwise."""
+
+    def __init__(self, stream=None):
+        self.stream, self.lock = stream or sys.stderr, threading.Lock()
+        self.live = self.stream.isatty()
+
+    def update(self, label, done, total, final=False):
+        if not (self.live or final):
+            return
+        fraction = done / total if total else 1.0
+        bar = "#" * int(20 * fraction)
+        line = f"pipe {label:<14} [{bar:<20}] {done / 1e6:8.2f} / {total / 1e6:.2f} MB"
+        with self.lock:
+            self.stream.write(("\r" if self.live else "") + line + ("\n" if final else ""))
+            self.stream.flush()
+
+
+def _open_fifo_for_writing(path, stop):
+    """Wait for the trainer to open the FIFO (without blocking past `stop`); a blocking fd, or None."""
+    while not stop.is_set():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise
+            time.sleep(0.05)
+            continue
+        os.set_blocking(fd, True)
+        with contextlib.suppress(OSError, AttributeError):  # fewer wake-ups than the 64 KiB default
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
+        return fd
+    return None
+
+
+def _object_payloads(uri, config):
+    """The bytes SageMaker puts in the pipe for one object: gunzipped if Gzip, one RecordIO record if wrapped."""
+    gunzip = zlib.decompressobj(wbits=47) if config["CompressionType"] == "Gzip" else None
+    with storage.open_object(uri) as f:
+        chunks = iter(lambda: f.read(CHUNK), b"")
+        if config["RecordWrapperType"] == "RecordIO":
+            data = b"".join(chunks)
+            yield len(data), recordio_encode(gunzip.decompress(data) + gunzip.flush() if gunzip else data)
+            return
+        for chunk in chunks:
+            yield len(chunk), gunzip.decompress(chunk) if gunzip else chunk
+        if gunzip:
+            yield 0, gunzip.flush()
+
+
+def feed_pipe(channel, objects, config, progress, stop, errors):
+    """Epoch after epoch: create `<channel>_<epoch>`, stream the objects into it, close it."""
+    try:
+        epoch = 0
+        while not stop.is_set():
+            path = sagemaker.fifo_path(channel, epoch)
+            os.mkfifo(path)
+            fd = _open_fifo_for_writing(path, stop)
+            if fd is None:
+                return
+            batch = objects_for_host(objects, config, epoch)
+            total, done = sum(size for _, size in batch), 0
+            with os.fdopen(fd, "wb") as pipe:
+                try:
+                    for uri, _ in batch:
+                        for size, payload in _object_payloads(uri, config):
+                            pipe.write(payload)
+                            done += size
+                            progress.update(f"{channel}_{epoch}", done, total)
+                except BrokenPipeError:  # the reader stopped early: this epoch's stream ends here
+                    pass
+            progress.update(f"{channel}_{epoch}", done, total, final=True)
+            epoch += 1
+    except Exception as e:  # reported by the main thread; the trainer then fails on a missing FIFO
+        errors.append(f"pipe {channel}: {type(e).__name__}: {e}")
+        stop.set()
