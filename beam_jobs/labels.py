@@ -1,51 +1,123 @@
 """Label plans: which text each example of each split shows, a pure function of (options, seed, index).
 
-uniform:       labels drawn uniformly from alphabet^length (repeats allowed); with holdout, the label
-               space is partitioned so validation/test labels never occur in train.
+Nothing is materialised, whatever the size of the label space: label i is computed on demand, in
+constant memory. A seeded `Shuffle` (a bijection of [0, n)) turns an index or a rank into another,
+and a rank becomes a string by unranking it: in base |alphabet|, or by its Lehmer code (factorial
+number system) for arrangements of distinct characters.
+
+uniform:       labels drawn uniformly from alphabet^length (repeats allowed). With holdout, exactly
+               round(space * fraction) labels (at least 1, at most space - 1) are held out: validation
+               and test draw uniformly from them, train uniformly from the rest, so no validation or test
+               label ever occurs in train.
 permutations:  the seed's plan (`gen_captcha.py -n N`): every ordered arrangement of `length`
-               distinct characters, N rounds for train and max(1, int(N * ratio)) for test, shuffled.
+               distinct characters exactly `rounds[split]` times, in a seeded order spread over the split.
 """
+import fractions
 import hashlib
-import itertools
 import math
 import random
 
 from tfrecord.errors import UserError
 from tfrecord.spec import CaptchaSpec
 
-EXACT_PARTITION_LIMIT = 1_000_000  # label spaces up to this size are partitioned exactly
+PLAN_VERSION = 2  # recorded in dataset.json; datasets without it were made by version 1 (materialised plans)
+FEISTEL_ROUNDS = 4  # Luby-Rackoff: four rounds of a pseudo-random function give a strong pseudo-random permutation
 
 
-def _hash01(*parts):
-    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2**64
+class Shuffle:
+    """A seeded bijection of [0, n): a balanced Feistel network over the smallest even power of two
+    >= n, cycle-walked back into [0, n). Keyed by `key` (any strings); O(1) memory."""
+
+    def __init__(self, n, *key):
+        if n < 1:
+            raise ValueError(f"cannot shuffle {n} items")
+        self.n = n
+        self._half = max(1, ((n - 1).bit_length() + 1) // 2)
+        self._mask = (1 << self._half) - 1
+        self._bytes = (self._half + 7) // 8
+        # a round function wider than a digest (spaces beyond 2^1024) mixes only the low bits: still a bijection
+        self._key = hashlib.blake2b("/".join(map(str, key)).encode(), digest_size=min(64, self._bytes))
+
+    def _round(self, r, half):
+        h = self._key.copy()
+        h.update(bytes([r]) + half.to_bytes(self._bytes, "little"))
+        return int.from_bytes(h.digest(), "little") & self._mask
+
+    def _encrypt(self, x):
+        left, right = x >> self._half, x & self._mask
+        for r in range(FEISTEL_ROUNDS):
+            left, right = right, left ^ self._round(r, right)
+        return left << self._half | right
+
+    def _decrypt(self, x):
+        left, right = x >> self._half, x & self._mask
+        for r in reversed(range(FEISTEL_ROUNDS)):
+            left, right = right ^ self._round(r, left), left
+        return left << self._half | right
+
+    def _walk(self, step, x):
+        if not 0 <= x < self.n:
+            raise IndexError(f"{x} is outside [0, {self.n})")
+        x = step(x)
+        while x >= self.n:  # leaves the domain at most a few times on average: it is < 4n
+            x = step(x)
+        return x
+
+    def __call__(self, x):
+        return self._walk(self._encrypt, x)
+
+    def inverse(self, y):
+        return self._walk(self._decrypt, y)
+
+
+def unrank_string(rank, alphabet, length):
+    """The rank-th string of alphabet^length in lexicographic (alphabet) order."""
+    chars = []
+    for _ in range(length):
+        rank, digit = divmod(rank, len(alphabet))
+        chars.append(alphabet[digit])
+    return "".join(reversed(chars))
+
+
+def rank_string(text, alphabet):
+    rank = 0
+    for c in text:
+        rank = rank * len(alphabet) + alphabet.index(c)
+    return rank
+
+
+def unrank_arrangement(rank, alphabet, length):
+    """The rank-th arrangement of `length` distinct characters in lexicographic order (Lehmer code)."""
+    remaining, chars = list(alphabet), []
+    for i in range(length):
+        digit, rank = divmod(rank, math.perm(len(remaining) - 1, length - i - 1))
+        chars.append(remaining.pop(digit))
+    return "".join(chars)
 
 
 class UniformLabels:
     def __init__(self, spec: CaptchaSpec, seed, holdout_fraction=None):
         self.spec, self.seed, self.holdout_fraction = spec, seed, holdout_fraction
-        self._holdout = None
-        space = spec.num_classes ** spec.length
-        if holdout_fraction is not None and space <= EXACT_PARTITION_LIMIT:
-            if space < 2:
-                raise UserError(f"--holdout-labels needs at least 2 possible labels, this alphabet and length give {space}")
-            labels = sorted(self._all_labels(), key=lambda t: _hash01(seed, "holdout", t))
-            self._holdout = frozenset(labels[:min(space - 1, max(1, round(space * holdout_fraction)))])
-
-    def _all_labels(self):
-        return ("".join(p) for p in itertools.product(self.spec.alphabet, repeat=self.spec.length))
+        self.space = spec.num_classes ** spec.length
+        if holdout_fraction is not None:
+            if self.space < 2:
+                raise UserError(f"--holdout-labels needs at least 2 possible labels, this alphabet and length give {self.space}")
+            exact = round(self.space * fractions.Fraction(repr(holdout_fraction)))
+            self.held_out = min(self.space - 1, max(1, exact))
+            self._shuffle = Shuffle(self.space, seed, "holdout")  # held out: the ranks it maps below held_out
 
     def is_holdout(self, text):
-        if self._holdout is not None:
-            return text in self._holdout
-        return _hash01(self.seed, "holdout", text) < self.holdout_fraction
+        return self._shuffle(rank_string(text, self.spec.alphabet)) < self.held_out
 
     def label(self, split, index):
-        rng = random.Random(f"{self.seed}/label/{split}/{index}")
-        while True:
-            text = "".join(rng.choice(self.spec.alphabet) for _ in range(self.spec.length))
-            if self.holdout_fraction is None or self.is_holdout(text) == (split != "train"):
-                return text
+        draw = random.Random(f"{self.seed}/label/{split}/{index}")
+        if self.holdout_fraction is None:
+            rank = draw.randrange(self.space)
+        elif split == "train":
+            rank = self._shuffle.inverse(self.held_out + draw.randrange(self.space - self.held_out))
+        else:
+            rank = self._shuffle.inverse(draw.randrange(self.held_out))
+        return unrank_string(rank, self.spec.alphabet, self.spec.length)
 
 
 class PermutationLabels:
@@ -53,7 +125,6 @@ class PermutationLabels:
         if spec.length > spec.num_classes:
             raise UserError(f"--permutations needs length <= alphabet size ({spec.length} > {spec.num_classes})")
         self.spec, self.seed, self.rounds = spec, seed, rounds
-        self._arrangements = None
         self._orders = {}
 
     @staticmethod
@@ -61,10 +132,8 @@ class PermutationLabels:
         return math.perm(spec.num_classes, spec.length)
 
     def label(self, split, index):
-        if self._arrangements is None:
-            self._arrangements = ["".join(p) for p in itertools.permutations(self.spec.alphabet, self.spec.length)]
-        if split not in self._orders:  # every arrangement `rounds[split]` times, spread out, not in order
-            order = list(range(len(self._arrangements) * self.rounds[split]))
-            random.Random(f"{self.seed}/order/{split}").shuffle(order)
-            self._orders[split] = order
-        return self._arrangements[self._orders[split][index] % len(self._arrangements)]
+        arrangements = self.count(self.spec)
+        if split not in self._orders:  # a position in [0, rounds * arrangements) per index, each once
+            self._orders[split] = Shuffle(self.rounds[split] * arrangements, self.seed, "order", split)
+        position = self._orders[split](index)
+        return unrank_arrangement(position % arrangements, self.spec.alphabet, self.spec.length)
