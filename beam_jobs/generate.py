@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options, StandardOptions
 
 from beam_jobs import storage
-from beam_jobs.labels import PermutationLabels, UniformLabels
+from beam_jobs.labels import PLAN_VERSION, PermutationLabels, UniformLabels
 from beam_jobs.render import Renderer, example_seed
 from tfrecord.errors import UserError, exits_on_user_error
 from tfrecord.framing import frame
@@ -119,17 +119,16 @@ def build_plan(args):
         raise UserError("--num-shards must be >= 1")
     shards = {split: min(n, args.num_shards or max(MIN_SHARDS, math.ceil(n / EXAMPLES_PER_SHARD)))
               for split, n in counts.items()}
-    recorded.update(examples=counts, num_shards=shards)
+    recorded.update(examples=counts, num_shards=shards, plan_version=PLAN_VERSION)
     return spec, mode, counts, shards, labels, recorded
 
 
-def work_items(counts, shards):
-    """(split, shard, num_shards, first, stop) over positions within a shard, CHUNK at a time."""
-    for split, n in counts.items():
-        for shard in range(shards[split]):
-            size = len(range(shard, n, shards[split]))
-            for first in range(0, size, CHUNK):
-                yield split, shard, shards[split], first, min(size, first + CHUNK)
+def chunks(split_shard, counts, shards):
+    """(split, shard) -> (split, shard, num_shards, first, stop) over positions within the shard, CHUNK at a time."""
+    split, shard = split_shard
+    size = len(range(shard, counts[split], shards[split]))
+    for first in range(0, size, CHUNK):
+        yield split, shard, shards[split], first, min(size, first + CHUNK)
 
 
 class RenderChunk(beam.DoFn):
@@ -243,7 +242,8 @@ def run(argv=None):
     start = time.monotonic()
     with beam.Pipeline(options=options) as pipeline:
         _ = (pipeline
-             | "WorkItems" >> beam.Create(list(work_items(counts, shards)))
+             | "Shards" >> beam.Create([(split, shard) for split, n in shards.items() for shard in range(n)])
+             | "Chunks" >> beam.FlatMap(chunks, counts, shards)
              | "Spread" >> beam.Reshuffle()
              | "Render" >> beam.ParDo(RenderChunk(spec, args.seed, labels))
              | "GroupByShard" >> beam.GroupByKey()

@@ -31,12 +31,15 @@ class Shuffle:
     def __init__(self, n, *key):
         if n < 1:
             raise ValueError(f"cannot shuffle {n} items")
-        self.n = n
+        self.n, self.key = n, key
         self._half = max(1, ((n - 1).bit_length() + 1) // 2)
         self._mask = (1 << self._half) - 1
         self._bytes = (self._half + 7) // 8
         # a round function wider than a digest (spaces beyond 2^1024) mixes only the low bits: still a bijection
         self._key = hashlib.blake2b("/".join(map(str, key)).encode(), digest_size=min(64, self._bytes))
+
+    def __reduce__(self):  # pickled (into Beam workers) as its arguments: hash states do not pickle
+        return Shuffle, (self.n, *self.key)
 
     def _round(self, r, half):
         h = self._key.copy()

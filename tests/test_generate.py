@@ -105,6 +105,18 @@ def test_rerun_is_idempotent_and_a_different_dataset_needs_overwrite(tmp_path, c
     assert len(after) == 4 and after != before  # the old 2-shard files are gone
 
 
+def test_plan_version_is_recorded_and_a_dataset_of_the_old_plans_counts_as_different(tmp_path, capsys):
+    generate.run(["--output", str(tmp_path), *SMALL])
+    path = tmp_path / "dataset.json"
+    manifest = json.loads(path.read_text())
+    assert manifest["options"]["plan_version"] == 2
+    del manifest["options"]["plan_version"]  # as datasets of plan version 1 were written
+    path.write_text(json.dumps(manifest))
+    assert "plan_version" not in load_manifest(str(tmp_path)).options  # still readable
+    assert generate.main(["--output", str(tmp_path), *SMALL]) == 2
+    assert "already holds a different dataset" in capsys.readouterr().err
+
+
 def test_a_crashed_run_never_looks_finished(tmp_path, monkeypatch):
     from beam_jobs import storage
 
