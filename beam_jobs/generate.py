@@ -29,7 +29,7 @@ from tfrecord.errors import UserError, exits_on_user_error
 from tfrecord.framing import frame
 from tfrecord.manifest import MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SplitInfo, shard_path
 from tfrecord.schema import encode_example
-from tfrecord.spec import ALPHABETS, CaptchaSpec
+from tfrecord.spec import ALPHABETS, IMAGE_FORMATS, CaptchaSpec, parse_size
 
 CHUNK = 128  # examples rendered per work item: small enough to balance workers, large enough to amortise
 EXAMPLES_PER_SHARD = 4096
@@ -50,6 +50,8 @@ def parse_args(argv):
     p.add_argument("--height", type=int, default=100)
     p.add_argument("--color-mode", choices=["L", "RGB"], default="L", help="grayscale (default) or RGB like the seed")
     p.add_argument("--font", action="append", default=[], help="TrueType font file (repeatable; default: captcha's)")
+    p.add_argument("--image-format", choices=IMAGE_FORMATS, default="png", help="stored as PNG, or raw uint8 pixels")
+    p.add_argument("--store-size", default="", metavar="WxH", help="store a box-filter downscale of the render (default: the render size)")
     p.add_argument("--train-examples", type=int, default=10000)
     p.add_argument("--validation-examples", type=int, default=1000)
     p.add_argument("--test-examples", type=int, default=1000)
@@ -94,8 +96,10 @@ def build_plan(args):
     """-> (spec, label mode, {split: examples}, labels object, options recorded in the manifest)."""
     alphabet = "".join(ALPHABETS[k] for k in ("digits", "lower", "upper") if getattr(args, k))
     alphabet += "".join(c for c in dict.fromkeys(args.chars) if c not in alphabet)
+    store_width, store_height = parse_size(args.store_size)
     spec = CaptchaSpec(alphabet=alphabet, length=args.length, width=args.width, height=args.height,
-                       mode=args.color_mode, fonts=tuple(args.font))
+                       mode=args.color_mode, fonts=tuple(args.font), image_format=args.image_format,
+                       store_width=store_width, store_height=store_height)
     if args.permutations is not None:
         if args.permutations < 1 or not 0 < args.test_ratio <= 1:
             raise UserError("--permutations must be >= 1 and --test-ratio in (0, 1]")

@@ -3,6 +3,10 @@
 captcha 0.7 draws every random number from the `secrets` module, which cannot be seeded. We route
 the module's `secrets` through a per-thread seeded `random.Random`, so one (seed, split, index) gives
 the same image on any runner, process or thread. Outside `Renderer.render` it falls back to `secrets`.
+
+Captchas are drawn at the spec's render size; when the stored size differs they are downscaled with
+PIL's BOX filter (an area average: the serving signature's `tf.image.resize(method="area")` matches it),
+then stored as PNG or as raw uint8 pixels.
 """
 import hashlib
 import io
@@ -11,6 +15,7 @@ import secrets
 import threading
 
 import captcha.image
+from PIL import Image
 
 from tfrecord.spec import CaptchaSpec
 
@@ -52,7 +57,7 @@ class Renderer:
         self._captcha = captcha.image.ImageCaptcha(spec.width, spec.height, fonts=list(spec.fonts) or None)
 
     def image(self, text, seed):
-        """The PIL image for `text`, in the spec's color mode."""
+        """The PIL image for `text` at the render size, in the spec's color mode."""
         _local.rng = random.Random(seed)
         try:
             img = self._captcha.generate_image(text)
@@ -60,8 +65,16 @@ class Renderer:
             _local.rng = None
         return img if img.mode == self.spec.mode else img.convert(self.spec.mode)
 
+    def stored_image(self, text, seed):
+        """The image as stored: the render, box-filter downscaled to the stored size if that differs."""
+        img = self.image(text, seed)
+        return img if img.size == self.spec.store_size else img.resize(self.spec.store_size, Image.BOX)
+
     def render(self, text, seed):
-        """Encoded image bytes (the spec's image_format) for `text`."""
+        """Encoded image bytes for `text`: PNG, or raw pixels (H*W*C uint8), at the stored size."""
+        img = self.stored_image(text, seed)
+        if self.spec.image_format == "raw":
+            return img.tobytes()
         buf = io.BytesIO()
-        self.image(text, seed).save(buf, format=self.spec.image_format.upper())
+        img.save(buf, format="PNG")
         return buf.getvalue()

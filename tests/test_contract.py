@@ -1,12 +1,16 @@
 """The data contract: spec validation, Example round trip through tf.io.parse_example, framing, manifest."""
+import dataclasses
+import hashlib
 import io
+import shutil
 
+import numpy as np
 import pytest
 
 from tfrecord import framing, schema
 from tfrecord.errors import CorruptRecordError, ManifestError, SpecError
 from tfrecord.manifest import Manifest, ShardInfo, SplitInfo
-from tfrecord.spec import CaptchaSpec
+from tfrecord.spec import CaptchaSpec, parse_size
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -77,3 +81,80 @@ def test_manifest_round_trip_and_validation():
         Manifest.from_json(m.to_json().replace('"examples": 3', '"examples": 4'))
     with pytest.raises(ManifestError, match="not a valid dataset manifest"):
         Manifest.from_json("{not json")
+
+
+def test_store_size_and_format_fields():
+    spec = CaptchaSpec(length=4, image_format="raw", store_width=60, store_height=50)
+    assert spec.render_size == (120, 100) and spec.store_size == (60, 50) and spec.input_shape == (50, 60, 1)
+    assert CaptchaSpec.from_dict(spec.to_dict()) == spec and "120x100 stored 60x50 L raw" in spec.describe()
+    # a dataset.json written before the fields existed: stored size = render size, PNG
+    old = {"alphabet": "0123456789", "length": 4, "width": 120, "height": 100, "mode": "RGB",
+           "image_format": "png", "fonts": []}
+    assert CaptchaSpec.from_dict(old) == CaptchaSpec(mode="RGB") and CaptchaSpec.from_dict(old).input_shape == (100, 120, 3)
+    assert parse_size("60x50") == (60, 50) and parse_size("") == (0, 0)
+    for bad in ("60", "60x", "x50", "0x50", "-6x5", "6.5x5"):
+        with pytest.raises(SpecError, match="not WIDTHxHEIGHT"):
+            parse_size(bad)
+    with pytest.raises(SpecError, match="larger than the render size"):
+        CaptchaSpec(store_width=130, store_height=50)
+    with pytest.raises(SpecError, match="stored image 30x50 is too small"):
+        CaptchaSpec(store_width=30, store_height=50)
+    with pytest.raises(SpecError, match="image_format must be"):
+        CaptchaSpec(image_format="jpeg")
+
+
+def test_raw_records_round_trip_and_match_the_box_filter():
+    import tensorflow as tf
+    from PIL import Image
+
+    from beam_jobs.render import Renderer
+
+    spec = CaptchaSpec(alphabet="abc", length=3, width=80, height=40, mode="RGB", image_format="raw",
+                       store_width=40, store_height=20)
+    renderer = Renderer(spec)
+    raw = renderer.render("cab", 7)
+    assert len(raw) == 20 * 40 * 3
+    expected = np.asarray(renderer.image("cab", 7).resize((40, 20), Image.BOX))
+    parsed = schema.parse_example(tf.constant([schema.encode_example(raw, "cab", spec)] * 2), spec)
+    assert parsed[schema.FORMAT].numpy().tolist() == [b"raw"] * 2
+    assert parsed[schema.WIDTH].numpy().tolist() == [40, 40] and parsed[schema.HEIGHT].numpy().tolist() == [20, 20]
+    pixels = schema.decode_raw(parsed[schema.IMAGE], spec)
+    assert pixels.dtype == tf.uint8 and pixels.shape == (2, 20, 40, 3)
+    np.testing.assert_array_equal(pixels[1].numpy(), expected)
+    np.testing.assert_array_equal(schema.decode_raw(tf.constant(raw), spec).numpy(), expected)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        schema.decode_raw(tf.constant([raw + raw]), spec)  # twice the bytes is an error, not two images
+    # PNG at the same stored size holds the same pixels; PNG without a store size is the full render
+    png = Renderer(dataclasses.replace(spec, image_format="png")).render("cab", 7)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), expected)
+    full = Renderer(dataclasses.replace(spec, image_format="png", store_width=0, store_height=0)).render("cab", 7)
+    assert Image.open(io.BytesIO(full)).size == (80, 40)
+
+
+def test_raw_dataset_passes_inspect_with_3_kb_records(make_dataset, tmp_path, capsys):
+    from PIL import Image
+
+    from tfrecord import validate
+    from tfrecord.manifest import load_manifest
+
+    root = make_dataset("-d", "--image-format", "raw", "--store-size", "60x50", "--train-examples", "24",
+                        "--validation-examples", "8", "--test-examples", "8", "--num-shards", "2")
+    manifest = load_manifest(str(root))
+    assert manifest.spec.store_size == (60, 50) and manifest.spec.render_size == (120, 100)
+    shard = manifest.split("train").shards[0]
+    assert 3000 < shard.bytes / shard.records < 3300  # 3,000 pixel bytes + label and framing
+    sheet = tmp_path / "sheet.png"
+    assert validate.main([str(root), "--contact-sheet", str(sheet), "--samples", "8"]) == 0
+    assert "120x100 stored 60x50 L raw" in capsys.readouterr().out
+    assert Image.open(sheet).size[0] == 8 * (60 + 4)
+    # a raw record of the wrong length is named
+    bad = tmp_path / "bad"
+    shutil.copytree(root, bad)
+    records = list(framing.read_records(io.BytesIO((root / shard.path).read_bytes()), shard.path))
+    records[1] = schema.encode_example(b"\0" * 2999, "1234", manifest.spec)
+    data = b"".join(framing.frame(r) for r in records)
+    (bad / shard.path).write_bytes(data)
+    shard.bytes, shard.sha256 = len(data), hashlib.sha256(data).hexdigest()
+    (bad / "dataset.json").write_text(manifest.to_json())
+    assert validate.main([str(bad)]) == 2
+    assert f"{shard.path} record 1: raw image has 2999 bytes, spec says 60x50x1 = 3000" in capsys.readouterr().err

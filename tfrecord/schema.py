@@ -2,6 +2,10 @@
 
 The encoder writes the protobuf wire format by hand: no TensorFlow on the producer side, and
 byte-identical output for identical input (features in sorted key order).
+
+`image/encoded` holds the image at the spec's STORED size: PNG bytes (`image/format` "png"), or for
+"raw" the uint8 pixels, stored height x stored width x channels in row-major order (exactly
+H*W*C bytes). `image/width`/`image/height` are the stored size.
 """
 from tfrecord.spec import CaptchaSpec
 
@@ -36,12 +40,12 @@ def _int64_feature(values):
 
 
 def encode_example(image, text, spec: CaptchaSpec):
-    """PNG bytes + label text -> serialized tf.train.Example."""
+    """Encoded image (PNG bytes or raw pixels at the stored size) + label text -> serialized tf.train.Example."""
     features = {
         IMAGE: _bytes_feature(image),
         FORMAT: _bytes_feature(spec.image_format.encode()),
-        HEIGHT: _int64_feature([spec.height]),
-        WIDTH: _int64_feature([spec.width]),
+        HEIGHT: _int64_feature([spec.store_height]),
+        WIDTH: _int64_feature([spec.store_width]),
         TEXT: _bytes_feature(text.encode()),
         LABEL: _int64_feature(spec.encode_label(text)),
     }
@@ -69,3 +73,13 @@ def parse_example(serialized, spec: CaptchaSpec):
     if serialized.shape.rank == 0:
         return tf.io.parse_single_example(serialized, feature_spec(spec))
     return tf.io.parse_example(serialized, feature_spec(spec))
+
+
+def decode_raw(encoded, spec: CaptchaSpec):
+    """Raw `image/encoded` bytes, scalar or [B] -> uint8 pixels [H, W, C] or [B, H, W, C] (one op per batch).
+
+    A record of the wrong byte length fails (InvalidArgument) rather than being reshaped silently."""
+    import tensorflow as tf
+
+    pixels = tf.reshape(tf.io.decode_raw(encoded, tf.uint8), tf.concat([tf.shape(encoded), spec.input_shape], 0))
+    return tf.ensure_shape(pixels, [*encoded.shape, *spec.input_shape])

@@ -1,4 +1,9 @@
-"""CaptchaSpec: what one captcha looks like. Validated on creation, serialised into dataset.json."""
+"""CaptchaSpec: what one captcha looks like and how it is stored. Validated on creation, serialised into dataset.json.
+
+`width`/`height` are the RENDER size (what `captcha` draws); `store_width`/`store_height` the STORED
+size (a box-filter downscale of the render; 0 = the render size). Readers yield and the model takes
+`input_shape` = (stored height, stored width, channels), as uint8.
+"""
 import dataclasses
 import string
 
@@ -6,7 +11,7 @@ from tfrecord.errors import SpecError
 
 ALPHABETS = {"digits": string.digits, "lower": string.ascii_lowercase, "upper": string.ascii_uppercase}
 MODES = {"L": 1, "RGB": 3}  # PIL mode -> channels
-IMAGE_FORMATS = ("png",)
+IMAGE_FORMATS = ("png", "raw")  # raw: uint8 pixels, H*W*C row-major
 MIN_CHAR_WIDTH = 10  # pixels per character below which captchas are unreadable
 MIN_HEIGHT = 20
 
@@ -25,6 +30,8 @@ class CaptchaSpec:
     mode: str = "L"
     image_format: str = "png"
     fonts: tuple = ()  # empty: the fonts bundled with `captcha`
+    store_width: int = 0  # 0: width
+    store_height: int = 0  # 0: height
 
     def __post_init__(self):
         if not self.alphabet:
@@ -37,11 +44,17 @@ class CaptchaSpec:
             raise SpecError(f"length must be >= 1, got {self.length}")
         if not self.width:
             object.__setattr__(self, "width", default_width(self.length))
+        object.__setattr__(self, "store_width", self.store_width or self.width)
+        object.__setattr__(self, "store_height", self.store_height or self.height)
         object.__setattr__(self, "fonts", tuple(self.fonts))
-        if self.width < MIN_CHAR_WIDTH * self.length or self.height < MIN_HEIGHT:
-            raise SpecError(
-                f"image {self.width}x{self.height} is too small for {self.length} characters "
-                f"(need width >= {MIN_CHAR_WIDTH * self.length} and height >= {MIN_HEIGHT})")
+        for what, (w, h) in (("image", self.render_size), ("stored image", self.store_size)):
+            if w < MIN_CHAR_WIDTH * self.length or h < MIN_HEIGHT:
+                raise SpecError(
+                    f"{what} {w}x{h} is too small for {self.length} characters "
+                    f"(need width >= {MIN_CHAR_WIDTH * self.length} and height >= {MIN_HEIGHT})")
+        if self.store_width > self.width or self.store_height > self.height:
+            raise SpecError(f"stored size {self.store_width}x{self.store_height} is larger than the render size "
+                            f"{self.width}x{self.height}: it can only downscale")
         if self.mode not in MODES:
             raise SpecError(f"mode must be one of {sorted(MODES)}, got {self.mode!r}")
         if self.image_format not in IMAGE_FORMATS:
@@ -54,6 +67,19 @@ class CaptchaSpec:
     @property
     def channels(self):
         return MODES[self.mode]
+
+    @property
+    def render_size(self):
+        return self.width, self.height
+
+    @property
+    def store_size(self):
+        return self.store_width, self.store_height
+
+    @property
+    def input_shape(self):
+        """(stored height, stored width, channels): what readers yield and the model takes."""
+        return self.store_height, self.store_width, self.channels
 
     def encode_label(self, text):
         """Label string -> list of alphabet indices; rejects wrong length or foreign characters."""
@@ -78,4 +104,15 @@ class CaptchaSpec:
         return cls(**d)
 
     def describe(self):
-        return f"{self.length} of {self.alphabet!r}, {self.width}x{self.height} {self.mode} {self.image_format}"
+        stored = f" stored {self.store_width}x{self.store_height}" if self.store_size != self.render_size else ""
+        return f"{self.length} of {self.alphabet!r}, {self.width}x{self.height}{stored} {self.mode} {self.image_format}"
+
+
+def parse_size(text):
+    """'WxH' -> (W, H) of positive ints; '' -> (0, 0) (the render size)."""
+    if not text:
+        return 0, 0
+    w, _, h = text.lower().partition("x")
+    if not (w.isdigit() and h.isdigit() and int(w) and int(h)):
+        raise SpecError(f"size {text!r} is not WIDTHxHEIGHT in pixels, e.g. 60x50")
+    return int(w), int(h)

@@ -40,8 +40,17 @@ def check_example(serialized, spec, where):
         label = list(feature[schema.LABEL].int64_list.value)
         fmt = feature[schema.FORMAT].bytes_list.value[0].decode()
         size = (feature[schema.WIDTH].int64_list.value[0], feature[schema.HEIGHT].int64_list.value[0])
-        image = Image.open(io.BytesIO(feature[schema.IMAGE].bytes_list.value[0]))
-        image.load()
+        data = feature[schema.IMAGE].bytes_list.value[0]
+        if fmt == "raw":  # H*W*C uint8 pixels of the stored size
+            if len(data) != spec.store_width * spec.store_height * spec.channels:
+                raise UserError(f"{where}: raw image has {len(data)} bytes, spec says {spec.store_width}x"
+                                f"{spec.store_height}x{spec.channels} = {spec.store_width * spec.store_height * spec.channels}")
+            image = Image.frombytes(spec.mode, spec.store_size, data)
+        else:
+            image = Image.open(io.BytesIO(data))
+            image.load()
+    except UserError:
+        raise
     except Exception as e:  # a malformed Example or image, whatever the decoder raises
         raise UserError(f"{where}: cannot decode example ({type(e).__name__}: {e})") from None
     try:
@@ -50,10 +59,11 @@ def check_example(serialized, spec, where):
         raise UserError(f"{where}: {e}") from None
     if label != expected:
         raise UserError(f"{where}: label indices {label} do not spell {text!r}")
-    if fmt != spec.image_format or size != (spec.width, spec.height):
-        raise UserError(f"{where}: declared {fmt} {size[0]}x{size[1]}, spec says {spec.image_format} {spec.width}x{spec.height}")
-    if image.size != (spec.width, spec.height) or image.mode != spec.mode:
-        raise UserError(f"{where}: image is {image.mode} {image.size[0]}x{image.size[1]}, spec says {spec.mode} {spec.width}x{spec.height}")
+    stored = f"{spec.store_width}x{spec.store_height}"
+    if fmt != spec.image_format or size != spec.store_size:
+        raise UserError(f"{where}: declared {fmt} {size[0]}x{size[1]}, spec says {spec.image_format} {stored}")
+    if image.size != spec.store_size or image.mode != spec.mode:
+        raise UserError(f"{where}: image is {image.mode} {image.size[0]}x{image.size[1]}, spec says {spec.mode} {stored}")
     return text, image
 
 
