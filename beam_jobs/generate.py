@@ -11,8 +11,8 @@ manifest is written last, so a dataset without dataset.json is never mistaken fo
 """
 import argparse
 import hashlib
+import json
 import logging
-import math
 import os
 import platform
 import sys
@@ -20,21 +20,21 @@ import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, S3Options, StandardOptions
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, S3Options, StandardOptions,
+                                                  WorkerOptions)
 
 from beam_jobs import storage
-from beam_jobs.labels import PLAN_VERSION, PermutationLabels, UniformLabels
-from beam_jobs.render import Renderer, example_seed
+from beam_jobs.plan import MIN_SHARDS, TARGET_SHARD_BYTES, build_plan, describe
+from beam_jobs.progress import ProgressBar, Reporter
+from beam_jobs.render import Renderer
 from tfrecord.errors import UserError, exits_on_user_error
-from tfrecord.framing import frame
 from tfrecord.manifest import MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SplitInfo, shard_path
-from tfrecord.schema import encode_example
-from tfrecord.spec import ALPHABETS, IMAGE_FORMATS, CaptchaSpec, parse_size
+from tfrecord.spec import IMAGE_FORMATS
 
-CHUNK = 128  # examples rendered per work item: small enough to balance workers, large enough to amortise
-EXAMPLES_PER_SHARD = 4096
-MIN_SHARDS = 4  # so a split can be spread over several SageMaker hosts (ShardedByS3Key)
-HOLDOUT_FRACTION = 0.1
+# Beam's SDK harness warns on every worker start about things this job does not use (a main session,
+# flags the runner itself added); real warnings from every other module stay on.
+QUIET_WORKER_LOGGERS = {"__main__": "ERROR", "apache_beam.options.pipeline_options": "ERROR"}
 
 
 def parse_args(argv):
@@ -58,13 +58,18 @@ def parse_args(argv):
     p.add_argument("--holdout-labels", action="store_true", help="no validation/test label string occurs in train")
     p.add_argument("-n", "--permutations", type=int, help="seed mode: every arrangement of distinct characters N times for train")
     p.add_argument("-t", "--test-ratio", type=float, default=0.2, help="seed mode: test rounds = max(1, int(N * ratio))")
-    p.add_argument("--num-shards", type=int, help=f"shards per split (default: one per {EXAMPLES_PER_SHARD} examples, at least {MIN_SHARDS})")
+    p.add_argument("--num-shards", type=int, help=f"shards per split (default: enough for <= {TARGET_SHARD_BYTES // 10**6} MB "
+                   f"each, at least {MIN_SHARDS})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a different dataset already at --output")
+    p.add_argument("--dry-run", action="store_true", help="print the plan with estimated size and time; write nothing "
+                   "(workers: --num_workers if given, else --direct_num_workers)")
     args, beam_args = p.parse_known_args(argv)
     _reject_unknown_flags(beam_args)
     if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
         beam_args = [*beam_args, "--default_sdk_harness_log_level=WARNING"]  # workers' INFO chatter off
+    if not any(a.startswith("--sdk_harness_log_level_overrides") for a in beam_args):
+        beam_args = [*beam_args, f"--sdk_harness_log_level_overrides={json.dumps(QUIET_WORKER_LOGGERS)}"]
     options = PipelineOptions(beam_args)
     standard = options.view_as(StandardOptions)
     if standard.runner == "DaskRunner":  # Beam only knows it by its full name
@@ -92,91 +97,72 @@ def _reject_unknown_flags(beam_args):
             raise UserError(f"unknown flag {flag} (see --help)")
 
 
-def build_plan(args):
-    """-> (spec, label mode, {split: examples}, labels object, options recorded in the manifest)."""
-    alphabet = "".join(ALPHABETS[k] for k in ("digits", "lower", "upper") if getattr(args, k))
-    alphabet += "".join(c for c in dict.fromkeys(args.chars) if c not in alphabet)
-    store_width, store_height = parse_size(args.store_size)
-    spec = CaptchaSpec(alphabet=alphabet, length=args.length, width=args.width, height=args.height,
-                       mode=args.color_mode, fonts=tuple(args.font), image_format=args.image_format,
-                       store_width=store_width, store_height=store_height)
-    if args.permutations is not None:
-        if args.permutations < 1 or not 0 < args.test_ratio <= 1:
-            raise UserError("--permutations must be >= 1 and --test-ratio in (0, 1]")
-        rounds = {"train": args.permutations, "test": max(1, int(args.permutations * args.test_ratio))}
-        labels = PermutationLabels(spec, args.seed, rounds)
-        counts = {split: r * PermutationLabels.count(spec) for split, r in rounds.items()}
-        mode, recorded = "permutations", {"permutations": args.permutations, "test_ratio": args.test_ratio}
-    else:
-        counts = {"train": args.train_examples, "validation": args.validation_examples, "test": args.test_examples}
-        if min(counts.values()) < 0 or not any(counts.values()):
-            raise UserError("example counts must be >= 0 and not all zero")
-        if args.holdout_labels and not counts["train"]:
-            raise UserError("--holdout-labels needs --train-examples > 0")
-        labels = UniformLabels(spec, args.seed, HOLDOUT_FRACTION if args.holdout_labels else None)
-        mode, recorded = "uniform", {"holdout_labels": args.holdout_labels, "holdout_fraction": HOLDOUT_FRACTION}
-    counts = {split: n for split, n in counts.items() if n}
-    missing = [f for f in spec.fonts if not os.path.isfile(f)]
-    if missing:
-        raise UserError(f"font file not found: {missing[0]}")
-    if args.num_shards is not None and args.num_shards < 1:
-        raise UserError("--num-shards must be >= 1")
-    shards = {split: min(n, args.num_shards or max(MIN_SHARDS, math.ceil(n / EXAMPLES_PER_SHARD)))
-              for split, n in counts.items()}
-    recorded.update(examples=counts, num_shards=shards, plan_version=PLAN_VERSION)
-    return spec, mode, counts, shards, labels, recorded
-
-
-def chunks(split_shard, counts, shards):
-    """(split, shard) -> (split, shard, num_shards, first, stop) over positions within the shard, CHUNK at a time."""
-    split, shard = split_shard
-    size = len(range(shard, counts[split], shards[split]))
-    for first in range(0, size, CHUNK):
-        yield split, shard, shards[split], first, min(size, first + CHUNK)
-
-
 class RenderChunk(beam.DoFn):
-    """Render one chunk of a shard: -> ((split, shard, num_shards), (first, framed records, count))."""
+    """(split, shard, first, stop) -> ((split, shard), (first, the chunk's framed records))."""
 
-    def __init__(self, spec, seed, labels):
-        self.spec, self.seed, self.labels = spec, seed, labels
+    def __init__(self, plan, progress_dir=None):
+        self.plan, self.progress_dir = plan, progress_dir
+        self.examples = {split: Metrics.counter("captcha", f"{split}_examples") for split in plan.examples}
 
     def setup(self):
-        self.renderer = Renderer(self.spec)
+        self.renderer, self.report = Renderer(self.plan.spec), Reporter(self.progress_dir)
 
-    def process(self, item):
-        split, shard, num_shards, first, stop = item
-        records = []
-        for position in range(first, stop):
-            index = shard + position * num_shards
-            text = self.labels.label(split, index)
-            image = self.renderer.render(text, example_seed(self.seed, split, index))
-            records.append(frame(encode_example(image, text, self.spec)))
-        beam.metrics.Metrics.counter("captcha", f"{split}_examples").inc(len(records))
-        yield (split, shard, num_shards), (first, b"".join(records), len(records))
+    def process(self, chunk):
+        split, shard, first, stop = chunk
+        records = [self.plan.record(self.renderer, split, self.plan.index(split, shard, p)) for p in range(first, stop)]
+        self.examples[split].inc(len(records))
+        self.report.add("examples", len(records))
+        yield (split, shard), (first, b"".join(records))
+
+    def finish_bundle(self):
+        self.report.flush()
+
+
+def join_chunks(key, chunks):
+    """((split, shard), [(first, records), ...]) -> (split, shard, the shard's bytes)."""
+    return (*key, b"".join(records for _, records in sorted(chunks)))
+
+
+class RenderShards(beam.PTransform):
+    """Render every example of a plan: -> (split, shard, the shard's TFRecord bytes), one per shard."""
+
+    def __init__(self, plan, progress_dir=None):
+        super().__init__()
+        self.plan, self.progress_dir = plan, progress_dir
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Shards" >> beam.Create(self.plan.shard_keys())  # (split, shard)
+                | "Chunks" >> beam.FlatMap(self.plan.chunks)  # (split, shard, first, stop): positions in the shard
+                | "Spread" >> beam.Reshuffle()  # the same, spread over the workers
+                | "Render" >> beam.ParDo(RenderChunk(self.plan, self.progress_dir))  # ((split, shard), (first, records))
+                | "GroupByShard" >> beam.GroupByKey()  # ((split, shard), [(first, records), ...])
+                | "Join" >> beam.MapTuple(join_chunks))  # (split, shard, shard bytes)
 
 
 class WriteShard(beam.DoFn):
-    """Concatenate a shard's chunks in order and write the shard atomically: -> (split, ShardInfo)."""
+    """(split, shard, bytes) -> (split, ShardInfo): write the shard atomically."""
 
-    def __init__(self, output, options):
-        self.output, self.options = output, options
+    def __init__(self, plan, output, options, progress_dir=None):
+        self.plan, self.output, self.options, self.progress_dir = plan, output, options, progress_dir
 
     def setup(self):
         FileSystems.set_options(self.options)
+        self.report = Reporter(self.progress_dir)
 
     def process(self, element):
-        (split, shard, num_shards), chunks = element
-        chunks = sorted(chunks)
-        data = b"".join(c[1] for c in chunks)
-        relpath = shard_path(split, shard, num_shards)
+        split, shard, data = element
+        relpath = shard_path(split, shard, self.plan.shards[split])
         storage.write_atomic(self.output, relpath, data)
-        logging.info("wrote %s (%d records)", relpath, sum(c[2] for c in chunks))
-        yield split, ShardInfo(relpath, sum(c[2] for c in chunks), len(data), hashlib.sha256(data).hexdigest())
+        self.report.add("shards", 1)
+        yield split, ShardInfo(relpath, self.plan.shard_examples(split, shard), len(data), hashlib.sha256(data).hexdigest())
+
+    def finish_bundle(self):
+        self.report.flush()
 
 
 class WriteManifest(beam.DoFn):
-    """Write dataset.json once every shard is written; refuses to describe a partial dataset."""
+    """[(split, ShardInfo), ...] -> dataset.json's text, written once every shard is; refuses a partial dataset."""
 
     def __init__(self, output, options, manifest):
         self.output, self.options, self.manifest = output, options, manifest
@@ -191,6 +177,22 @@ class WriteManifest(beam.DoFn):
                 raise RuntimeError(f"split {split}: {len(info.shards)} of {expected} shards written; no manifest")
         storage.write_atomic(self.output, MANIFEST_NAME, manifest.to_json().encode())
         yield manifest.to_json()
+
+
+class WriteDataset(beam.PTransform):
+    """Render a plan into shards at `output`, then its dataset.json: -> dataset.json's text, once."""
+
+    def __init__(self, plan, output, options, manifest, progress_dir=None):
+        super().__init__()
+        self.plan, self.output, self.options, self.manifest = plan, output, options, manifest
+        self.progress_dir = progress_dir
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "RenderShards" >> RenderShards(self.plan, self.progress_dir)  # (split, shard, shard bytes)
+                | "WriteShard" >> beam.ParDo(WriteShard(self.plan, self.output, self.options, self.progress_dir))  # (split, ShardInfo)
+                | "AllShards" >> beam.combiners.ToList()  # [(split, ShardInfo), ...]
+                | "WriteManifest" >> beam.ParDo(WriteManifest(self.output, self.options, self.manifest)))  # JSON text
 
 
 def prepare_output(output, manifest, overwrite):
@@ -232,34 +234,40 @@ def _versions():
             **{pkg: version(pkg) for pkg in ("apache-beam", "captcha", "pillow", "captcha-pipeline")}}
 
 
+def workers(options):
+    """How many workers render in parallel, for the dry run's estimate."""
+    if options.view_as(WorkerOptions).num_workers:
+        return options.view_as(WorkerOptions).num_workers
+    direct = options.view_as(DirectOptions)
+    if options.view_as(StandardOptions).runner in (None, "DirectRunner") and direct.direct_running_mode != "in_memory":
+        return direct.direct_num_workers or os.cpu_count()
+    return 1
+
+
 def run(argv=None):
-    """Build and run the pipeline; returns the written Manifest."""
+    """Build and run the pipeline; returns the written Manifest (None for a dry run)."""
     args, options = parse_args(argv)
-    spec, mode, counts, shards, labels, recorded = build_plan(args)
+    plan = build_plan(args)
+    if args.dry_run:
+        print(describe(plan, workers(options)))
+        return None
     output = args.output.rstrip("/")
     FileSystems.set_options(options)
     storage.check_writable(output, _s3_client(options) if storage.is_s3(output) else None)
-    manifest = Manifest(spec=spec, seed=args.seed, mode=mode, options=recorded, versions=_versions(),
-                        splits={s: SplitInfo(examples=n, shards=[]) for s, n in counts.items()})
+    manifest = Manifest(spec=plan.spec, seed=plan.seed, mode=plan.mode, options=plan.options, versions=_versions(),
+                        splits={s: SplitInfo(examples=n, shards=[]) for s, n in plan.examples.items()})
     prepare_output(output, manifest, args.overwrite)
 
     start = time.monotonic()
-    with beam.Pipeline(options=options) as pipeline:
-        _ = (pipeline
-             | "Shards" >> beam.Create([(split, shard) for split, n in shards.items() for shard in range(n)])
-             | "Chunks" >> beam.FlatMap(chunks, counts, shards)
-             | "Spread" >> beam.Reshuffle()
-             | "Render" >> beam.ParDo(RenderChunk(spec, args.seed, labels))
-             | "GroupByShard" >> beam.GroupByKey()
-             | "WriteShard" >> beam.ParDo(WriteShard(output, options))
-             | "AllShards" >> beam.combiners.ToList()
-             | "WriteManifest" >> beam.ParDo(WriteManifest(output, options, manifest)))
+    total = sum(plan.examples.values())
+    with ProgressBar(total, sum(plan.shards.values())) as progress:
+        with beam.Pipeline(options=options) as pipeline:
+            _ = pipeline | "WriteDataset" >> WriteDataset(plan, output, options, manifest, progress.directory)
     seconds = time.monotonic() - start
     if not storage.is_s3(output):
         storage.delete([p for p in storage.list_files(output) if _in_layout(output, p) and f"/{storage.TMP_DIR}/" in p])
     written = Manifest.from_json(storage.read(storage.join(output, MANIFEST_NAME)).decode())
-    total = sum(counts.values())
-    split_counts = ", ".join(f"{s}={n}" for s, n in counts.items())
+    split_counts = ", ".join(f"{s}={n}" for s, n in plan.examples.items())
     print(f"generate: {total} examples ({split_counts}) in {seconds:.1f} s = {total / seconds:.0f} examples/s -> {output}")
     return written
 
