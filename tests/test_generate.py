@@ -6,10 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from beam_jobs import generate
+from beam_jobs import generate, progress
 from tfrecord.framing import read_records
 from tfrecord.manifest import load_manifest
 
@@ -42,11 +43,15 @@ def labels_of(root, split):
     return out
 
 
-def test_every_runner_writes_identical_bytes(tmp_path):
+def test_every_runner_writes_identical_bytes(tmp_path, capfd):
     outputs = {name: tmp_path / name for name in ("direct", "multiprocess", "dask")}
     generate.run(["--output", str(outputs["direct"]), *SMALL])
+    capfd.readouterr()
     generate.run(["--output", str(outputs["multiprocess"]), *SMALL,
                   "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"])
+    err = capfd.readouterr().err  # the workers' stderr too: they are child processes
+    assert "generate: rendered 56/56 examples (100%)" in err  # reported by the worker processes
+    assert not any(noise in err for noise in ("semi_persistent_directory", "Discarding unparseable args"))
     subprocess.run([sys.executable, "-c", DASK_SCRIPT, "--output", str(outputs["dask"]), *SMALL], check=True,
                    cwd=os.path.dirname(os.path.dirname(__file__)), capture_output=True)
     hashes = {name: tree_hashes(out) for name, out in outputs.items()}
@@ -146,6 +151,8 @@ def test_a_crashed_run_never_looks_finished(tmp_path, monkeypatch):
     (["-d", "--direct-num-workers", "2"], "unknown flag --direct-num-workers"),
     (["-d", "--train-examples", "-1"], "example counts must be >= 0"),
     (["-d", "--font", "/nonexistent.ttf"], "font file not found"),
+    (["-d", "--font", os.path.abspath(__file__)], "not a font"),
+    (["--chars", "ab漢😀", "--length", "2"], "font DroidSansMono.ttf cannot draw '漢😀'"),
     (["-d", "--output", "/etc/hostname/sub"], "is not a writable directory"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
@@ -160,3 +167,50 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, messag
 def test_missing_bucket_is_refused(s3, capsys):
     assert generate.main(["--output", "s3://no-such-bucket/x", "-d", "--s3_endpoint_url", s3.url]) == 2
     assert "bucket 'no-such-bucket' is not accessible" in capsys.readouterr().err
+
+
+DRY_RUN = """
+import re, sys
+from launch.cli import main
+code = main(sys.argv[1:])
+print("peak_mb", int(re.search(r"VmHWM:\\s*(\\d+) kB", open("/proc/self/status").read()).group(1)) // 1024)
+sys.exit(code)
+"""
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    """Issue 10: -d -l -u --length 5 -n 2 (2.3 billion examples) in under 30 s and 600 MB."""
+    out = tmp_path / "out"
+    argv = ["generate", "--dry-run", "--output", str(out), "-d", "-l", "-u", "--length", "5", "-n", "2",
+            "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", DRY_RUN, *argv], capture_output=True, text=True, check=True,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert time.monotonic() - start < 30 and int(done.stdout.split("peak_mb")[1]) < 600
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()}
+    assert rows["train"][1] == "1,553,040,480" and rows["test"][1] == "776,520,240"
+    assert "~time on 2 workers" in done.stdout
+    for split in ("train", "test"):
+        per_shard = rows[split][3:5]
+        assert per_shard[1] == "MB" and 100 < float(per_shard[0]) <= 128  # shards sized for S3 streaming
+    assert "nothing written" in done.stdout and not out.exists()
+
+
+def test_progress_bar_draws_live_on_a_terminal(tmp_path):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    with progress.ProgressBar(examples=1000, shards=4, stream=stream) as bar:
+        worker = progress.Reporter(bar.directory)
+        worker.add("examples", 400)
+        worker.flush()
+        time.sleep(3 * progress.REPORT_SECONDS)
+        assert "\r" in stream.getvalue() and "400/1,000 examples" in stream.getvalue()
+        worker.add("examples", 600)
+        worker.add("shards", 4)
+        worker.flush()
+    last = stream.getvalue().split("\r")[-1]
+    assert "[####################] 100% 1,000/1,000 examples" in last and "shards written 4/4" in last
+    assert last.endswith("\n") and not os.path.exists(bar.directory)

@@ -1,0 +1,40 @@
+"""The Beam job's transforms in memory, with TestPipeline and assert_that (as Beam's user_score_test does)."""
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not collected as a test class
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_jobs.generate import RenderShards, join_chunks, parse_args
+from beam_jobs.plan import CHUNK, build_plan
+from beam_jobs.render import Renderer
+
+# 300 train examples in 2 shards of 150: two chunks each (CHUNK = 128); test in 2 shards of 10
+ARGV = ["--output", "unused", "--chars", "abc", "--length", "2", "--width", "40", "--height", "24",
+        "--num-shards", "2", "--train-examples", "300", "--validation-examples", "0", "--test-examples", "20",
+        "--holdout-labels"]
+
+
+def expected_shards(plan):
+    """Each shard as the plan says it must be: examples shard, shard + n, ... of its split, in order."""
+    renderer = Renderer(plan.spec)
+    return [(split, shard, b"".join(plan.record(renderer, split, i) for i in range(shard, plan.examples[split], plan.shards[split])))
+            for split, shard in plan.shard_keys()]
+
+
+def test_render_shards_renders_each_shard_in_order():
+    plan = build_plan(parse_args(ARGV)[0])
+    assert plan.shard_examples("train", 0) > CHUNK
+    pipeline = BeamTestPipeline()
+    shards = pipeline | RenderShards(plan)
+    assert_that(shards, equal_to(expected_shards(plan)))
+    assert_that(shards | beam.MapTuple(lambda split, shard, data: (split, shard)), equal_to(plan.shard_keys()),
+                label="OneElementPerShard")
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("captcha"))["counters"]}
+    assert counters == {"train_examples": 300, "test_examples": 20}
+
+
+def test_join_chunks_puts_a_shards_chunks_in_order():
+    chunks = [(256, b"c"), (0, b"a"), (128, b"b")]
+    assert join_chunks(("train", 3), chunks) == ("train", 3, b"abc")
