@@ -10,7 +10,7 @@ import pytest
 from tfrecord import framing, schema
 from tfrecord.errors import CorruptRecordError, ManifestError, SpecError
 from tfrecord.manifest import Manifest, ShardInfo, SplitInfo
-from tfrecord.spec import CaptchaSpec, parse_size
+from tfrecord.spec import CaptchaSpec, label_from_filename, label_to_filename, parse_size
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -95,8 +95,9 @@ def test_store_size_and_format_fields():
     for bad in ("60", "60x", "x50", "0x50", "-6x5", "6.5x5"):
         with pytest.raises(SpecError, match="not WIDTHxHEIGHT"):
             parse_size(bad)
-    with pytest.raises(SpecError, match="larger than the render size"):
-        CaptchaSpec(store_width=130, store_height=50)
+    for w, h in ((130, 50), (50, 50), (60, 40)):
+        with pytest.raises(SpecError, match="must divide the render size 120x100 \\(e.g. 60x50\\)"):
+            CaptchaSpec(store_width=w, store_height=h)
     with pytest.raises(SpecError, match="stored image 30x50 is too small"):
         CaptchaSpec(store_width=30, store_height=50)
     with pytest.raises(SpecError, match="image_format must be"):
@@ -158,3 +159,10 @@ def test_raw_dataset_passes_inspect_with_3_kb_records(make_dataset, tmp_path, ca
     (bad / "dataset.json").write_text(manifest.to_json())
     assert validate.main([str(bad)]) == 2
     assert f"{shard.path} record 1: raw image has 2999 bytes, spec says 60x50x1 = 3000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("label", ["0907", "a/b_", "%.x", "..", "漢😀"])
+def test_labels_as_file_names_are_safe_and_read_back(label):
+    name = label_to_filename(label)
+    assert all(c.isascii() and (c.isalnum() or c == "%") for c in name)
+    assert label_from_filename(name) == label

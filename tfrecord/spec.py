@@ -1,7 +1,7 @@
 """CaptchaSpec: what one captcha looks like and how it is stored. Validated on creation, serialised into dataset.json.
 
 `width`/`height` are the RENDER size (what `captcha` draws); `store_width`/`store_height` the STORED
-size (a box-filter downscale of the render; 0 = the render size). Readers yield and the model takes
+size (a box-filter downscale of the render by whole factors; 0 = the render size). Readers yield and the model takes
 `input_shape` = (stored height, stored width, channels), as uint8.
 """
 import dataclasses
@@ -52,9 +52,10 @@ class CaptchaSpec:
                 raise SpecError(
                     f"{what} {w}x{h} is too small for {self.length} characters "
                     f"(need width >= {MIN_CHAR_WIDTH * self.length} and height >= {MIN_HEIGHT})")
-        if self.store_width > self.width or self.store_height > self.height:
-            raise SpecError(f"stored size {self.store_width}x{self.store_height} is larger than the render size "
-                            f"{self.width}x{self.height}: it can only downscale")
+        if self.width % self.store_width or self.height % self.store_height:
+            raise SpecError(f"stored size {self.store_width}x{self.store_height} must divide the render size "
+                            f"{self.width}x{self.height} (e.g. {self.width // 2}x{self.height // 2}): only at whole "
+                            "factors do PIL's BOX filter and TensorFlow's area resize give the same pixels")
         if self.mode not in MODES:
             raise SpecError(f"mode must be one of {sorted(MODES)}, got {self.mode!r}")
         if self.image_format not in IMAGE_FORMATS:
@@ -106,6 +107,18 @@ class CaptchaSpec:
     def describe(self):
         stored = f" stored {self.store_width}x{self.store_height}" if self.store_size != self.render_size else ""
         return f"{self.length} of {self.alphabet!r}, {self.width}x{self.height}{stored} {self.mode} {self.image_format}"
+
+
+def label_to_filename(text):
+    """A label as part of a file name: ASCII letters and digits as they are, any other character as %XX of
+    its UTF-8 bytes (so `/`, `_`, `.` or `%` in an alphabet are safe); label_from_filename reverses it."""
+    return "".join(c if c.isascii() and c.isalnum() else "".join(f"%{b:02X}" for b in c.encode()) for c in text)
+
+
+def label_from_filename(part):
+    import urllib.parse
+
+    return urllib.parse.unquote(part)
 
 
 def parse_size(text):
