@@ -4,10 +4,11 @@
         --train-examples 100000 --test-examples 10000 --holdout-labels \
         --runner DirectRunner --direct_running_mode multi_processing --direct_num_workers 2
 
-Example i of a split goes to shard i % num_shards; its label and image depend only on
-(seed, split, i), so any runner and worker count writes byte-identical shards. Shards are written
-atomically by their own DoFn (Beam's WriteToTFRecord fails to finalize on the DaskRunner) and the
-manifest is written last, so a dataset without dataset.json is never mistaken for a finished one.
+The plan (beam_jobs/plan.py; `--dry-run` prints it) gives each split's examples and shards: example i
+of a split goes to shard i % num_shards, and its label and image depend only on (seed, split, i), so
+any runner and worker count writes byte-identical shards. Shards are written atomically by their own
+DoFn (Beam's WriteToTFRecord fails to finalize on the DaskRunner) and the manifest is written last,
+so a dataset without dataset.json is never mistaken for a finished one.
 """
 import argparse
 import hashlib
@@ -98,7 +99,7 @@ def _reject_unknown_flags(beam_args):
 
 
 class RenderChunk(beam.DoFn):
-    """(split, shard, first, stop) -> ((split, shard), (first, the chunk's framed records))."""
+    """(split, shard, first, stop) -> ((split, shard), (first, the chunk's framed records, their count))."""
 
     def __init__(self, plan, progress_dir=None):
         self.plan, self.progress_dir = plan, progress_dir
@@ -112,19 +113,20 @@ class RenderChunk(beam.DoFn):
         records = [self.plan.record(self.renderer, split, self.plan.index(split, shard, p)) for p in range(first, stop)]
         self.examples[split].inc(len(records))
         self.report.add("examples", len(records))
-        yield (split, shard), (first, b"".join(records))
+        yield (split, shard), (first, b"".join(records), len(records))
 
     def finish_bundle(self):
         self.report.flush()
 
 
 def join_chunks(key, chunks):
-    """((split, shard), [(first, records), ...]) -> (split, shard, the shard's bytes)."""
-    return (*key, b"".join(records for _, records in sorted(chunks)))
+    """((split, shard), [(first, records, count), ...]) -> (split, shard, the shard's bytes, its record count)."""
+    chunks = sorted(chunks)
+    return (*key, b"".join(c[1] for c in chunks), sum(c[2] for c in chunks))
 
 
 class RenderShards(beam.PTransform):
-    """Render every example of a plan: -> (split, shard, the shard's TFRecord bytes), one per shard."""
+    """Render every example of a plan: -> (split, shard, the shard's TFRecord bytes, records), one per shard."""
 
     def __init__(self, plan, progress_dir=None):
         super().__init__()
@@ -135,13 +137,13 @@ class RenderShards(beam.PTransform):
                 | "Shards" >> beam.Create(self.plan.shard_keys())  # (split, shard)
                 | "Chunks" >> beam.FlatMap(self.plan.chunks)  # (split, shard, first, stop): positions in the shard
                 | "Spread" >> beam.Reshuffle()  # the same, spread over the workers
-                | "Render" >> beam.ParDo(RenderChunk(self.plan, self.progress_dir))  # ((split, shard), (first, records))
-                | "GroupByShard" >> beam.GroupByKey()  # ((split, shard), [(first, records), ...])
-                | "Join" >> beam.MapTuple(join_chunks))  # (split, shard, shard bytes)
+                | "Render" >> beam.ParDo(RenderChunk(self.plan, self.progress_dir))  # ((split, shard), (first, bytes, count))
+                | "GroupByShard" >> beam.GroupByKey()  # ((split, shard), [(first, bytes, count), ...])
+                | "Join" >> beam.MapTuple(join_chunks))  # (split, shard, shard bytes, records)
 
 
 class WriteShard(beam.DoFn):
-    """(split, shard, bytes) -> (split, ShardInfo): write the shard atomically."""
+    """(split, shard, bytes, records) -> (split, ShardInfo): write the shard atomically."""
 
     def __init__(self, plan, output, options, progress_dir=None):
         self.plan, self.output, self.options, self.progress_dir = plan, output, options, progress_dir
@@ -151,11 +153,11 @@ class WriteShard(beam.DoFn):
         self.report = Reporter(self.progress_dir)
 
     def process(self, element):
-        split, shard, data = element
+        split, shard, data, records = element
         relpath = shard_path(split, shard, self.plan.shards[split])
         storage.write_atomic(self.output, relpath, data)
         self.report.add("shards", 1)
-        yield split, ShardInfo(relpath, self.plan.shard_examples(split, shard), len(data), hashlib.sha256(data).hexdigest())
+        yield split, ShardInfo(relpath, records, len(data), hashlib.sha256(data).hexdigest())
 
     def finish_bundle(self):
         self.report.flush()
@@ -189,7 +191,7 @@ class WriteDataset(beam.PTransform):
 
     def expand(self, pbegin):
         return (pbegin
-                | "RenderShards" >> RenderShards(self.plan, self.progress_dir)  # (split, shard, shard bytes)
+                | "RenderShards" >> RenderShards(self.plan, self.progress_dir)  # (split, shard, shard bytes, records)
                 | "WriteShard" >> beam.ParDo(WriteShard(self.plan, self.output, self.options, self.progress_dir))  # (split, ShardInfo)
                 | "AllShards" >> beam.combiners.ToList()  # [(split, ShardInfo), ...]
                 | "WriteManifest" >> beam.ParDo(WriteManifest(self.output, self.options, self.manifest)))  # JSON text

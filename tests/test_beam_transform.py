@@ -17,8 +17,9 @@ ARGV = ["--output", "unused", "--chars", "abc", "--length", "2", "--width", "40"
 def expected_shards(plan):
     """Each shard as the plan says it must be: examples shard, shard + n, ... of its split, in order."""
     renderer = Renderer(plan.spec)
-    return [(split, shard, b"".join(plan.record(renderer, split, i) for i in range(shard, plan.examples[split], plan.shards[split])))
-            for split, shard in plan.shard_keys()]
+    return [(split, shard, b"".join(plan.record(renderer, split, i) for i in indices), len(indices))
+            for split, shard in plan.shard_keys()
+            for indices in [range(shard, plan.examples[split], plan.shards[split])]]
 
 
 def test_render_shards_renders_each_shard_in_order():
@@ -27,7 +28,7 @@ def test_render_shards_renders_each_shard_in_order():
     pipeline = BeamTestPipeline()
     shards = pipeline | RenderShards(plan)
     assert_that(shards, equal_to(expected_shards(plan)))
-    assert_that(shards | beam.MapTuple(lambda split, shard, data: (split, shard)), equal_to(plan.shard_keys()),
+    assert_that(shards | beam.MapTuple(lambda split, shard, data, records: (split, shard)), equal_to(plan.shard_keys()),
                 label="OneElementPerShard")
     result = pipeline.run()
     result.wait_until_finish()
@@ -36,5 +37,5 @@ def test_render_shards_renders_each_shard_in_order():
 
 
 def test_join_chunks_puts_a_shards_chunks_in_order():
-    chunks = [(256, b"c"), (0, b"a"), (128, b"b")]
-    assert join_chunks(("train", 3), chunks) == ("train", 3, b"abc")
+    chunks = [(256, b"c", 5), (0, b"a", 128), (128, b"b", 128)]
+    assert join_chunks(("train", 3), chunks) == ("train", 3, b"abc", 261)
