@@ -13,6 +13,7 @@ import captcha.image
 from PIL import ImageFont
 
 from beam_jobs.labels import PLAN_VERSION, PermutationLabels, UniformLabels
+from beam_jobs.progress import duration
 from beam_jobs.render import Renderer, example_seed
 from tfrecord.errors import UserError
 from tfrecord.framing import frame
@@ -152,7 +153,7 @@ def describe(plan, workers):
     for split, n in {**plan.examples, "total": sum(plan.examples.values())}.items():
         shards = plan.shards.get(split, sum(plan.shards.values()))
         rows.append((split, f"{n:,}", f"{shards:,}", _bytes(n * s.bytes / shards), _bytes(n * s.bytes),
-                     _duration(n * s.seconds / workers)))
+                     duration(n * s.seconds / workers)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     table = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     return "\n".join([
@@ -169,10 +170,3 @@ def _bytes(n):
     while n >= 1000 and i < len(units) - 1:
         n, i = n / 1000, i + 1
     return f"{n:.1f} {units[i]}" if i else f"{n:.0f} B"
-
-
-def _duration(seconds):
-    minutes, s = divmod(round(seconds), 60)
-    hours, m = divmod(minutes, 60)
-    days, h = divmod(hours, 24)
-    return f"{days} d {h} h" if days else f"{h} h {m} min" if hours else f"{m} min {s} s" if minutes else f"{s} s"

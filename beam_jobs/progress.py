@@ -84,7 +84,7 @@ class ProgressBar:
         rate = done / seconds if seconds else 0
         if self.live:
             fraction = done / self.examples
-            left = f", {_clock((self.examples - done) / rate)} left" if 0 < done < self.examples else ""
+            left = f", {duration((self.examples - done) / rate)} left" if 0 < done < self.examples else ""
             line = (f"generate [{'#' * int(20 * fraction):<20}] {fraction:4.0%} {done:,}/{self.examples:,} examples, "
                     f"{rate:,.0f}/s{left}; shards written {min(totals['shards'], self.shards)}/{self.shards}")
             self._width = max(self._width, len(line))
@@ -95,12 +95,14 @@ class ProgressBar:
                 return
             self._quarters = quarters
             self.stream.write(f"generate: rendered {done:,}/{self.examples:,} examples ({quarters * 25}%) "
-                              f"in {_clock(seconds)}\n")
+                              f"in {duration(seconds)}\n")
         self.stream.flush()
         self._drawn = True
 
 
-def _clock(seconds):
-    minutes, s = divmod(int(seconds), 60)
+def duration(seconds):
+    """Seconds for people: '12 s', '3 min 20 s', '4 h 5 min', '3 d 4 h'."""
+    minutes, s = divmod(round(seconds), 60)
     hours, m = divmod(minutes, 60)
-    return f"{hours}:{m:02d}:{s:02d}" if hours else f"{m}:{s:02d}"
+    days, h = divmod(hours, 24)
+    return f"{days} d {h} h" if days else f"{h} h {m} min" if hours else f"{m} min {s} s" if minutes else f"{s} s"
