@@ -146,9 +146,12 @@ def measure(plan):
 def describe(plan, workers):
     """The dry-run report: per split examples, shards, estimated bytes and time on `workers` workers."""
     s = plan.sample
-    labels = (f"every arrangement of {plan.spec.length} distinct characters, rounds {plan.labels.rounds}"
-              if plan.mode == "permutations" else
-              f"uniform over {plan.labels.space:,} labels" + (", 10% held out" if plan.options["holdout_labels"] else ""))
+    if plan.mode == "permutations":
+        rounds = ", ".join(f"{split} {r}x" for split, r in plan.labels.rounds.items())
+        labels = f"each of {PermutationLabels.count(plan.spec):,} arrangements of distinct characters ({rounds})"
+    else:
+        held_out = plan.options["holdout_labels"] and f", {plan.labels.held_out:,} held out from train"
+        labels = f"uniform over {plan.labels.space:,} labels{held_out or ''}"
     rows = [("split", "examples", "shards", "~bytes/shard", "~bytes", f"~time on {workers} worker{'s' * (workers > 1)}")]
     for split, n in {**plan.examples, "total": sum(plan.examples.values())}.items():
         shards = plan.shards.get(split, sum(plan.shards.values()))
