@@ -16,21 +16,20 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import time
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, S3Options, StandardOptions,
-                                                  WorkerOptions)
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, WorkerOptions
 
-from beam_jobs import storage
 from beam_jobs.plan import MIN_SHARDS, TARGET_SHARD_BYTES, build_plan, describe
 from beam_jobs.progress import ProgressBar, Reporter
 from beam_jobs.render import Renderer
+from tfrecord import storage
 from tfrecord.errors import UserError, exits_on_user_error
-from tfrecord.manifest import MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SplitInfo, shard_path
+from tfrecord.manifest import MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SplitInfo, read_manifest, shard_path
 from tfrecord.spec import IMAGE_FORMATS
 
 # Beam's SDK harness warns on every worker start about things this job does not use (a main session,
@@ -149,13 +148,13 @@ class WriteShard(beam.DoFn):
         self.plan, self.output, self.options, self.progress_dir = plan, output, options, progress_dir
 
     def setup(self):
-        FileSystems.set_options(self.options)
+        use_s3_options(self.options)
         self.report = Reporter(self.progress_dir)
 
     def process(self, element):
         split, shard, data, records = element
         relpath = shard_path(split, shard, self.plan.shards[split])
-        storage.write_atomic(self.output, relpath, data)
+        storage.write_atomic(storage.join(self.output, relpath), data, _tmp_dir(self.output))
         self.report.add("shards", 1)
         yield split, ShardInfo(relpath, records, len(data), hashlib.sha256(data).hexdigest())
 
@@ -170,14 +169,14 @@ class WriteManifest(beam.DoFn):
         self.output, self.options, self.manifest = output, options, manifest
 
     def process(self, shard_infos):
-        FileSystems.set_options(self.options)
+        use_s3_options(self.options)
         manifest = self.manifest
         for split, info in manifest.splits.items():
             info.shards = sorted((s for sp, s in shard_infos if sp == split), key=lambda s: s.path)
             expected = manifest.options["num_shards"][split]
             if len(info.shards) != expected or sum(s.records for s in info.shards) != info.examples:
                 raise RuntimeError(f"split {split}: {len(info.shards)} of {expected} shards written; no manifest")
-        storage.write_atomic(self.output, MANIFEST_NAME, manifest.to_json().encode())
+        storage.write_atomic(storage.join(self.output, MANIFEST_NAME), manifest.to_json().encode(), _tmp_dir(self.output))
         yield manifest.to_json()
 
 
@@ -198,31 +197,39 @@ class WriteDataset(beam.PTransform):
 
 
 def prepare_output(output, manifest, overwrite):
-    """Refuse to clobber a different dataset; with --overwrite remove the old one, manifest first."""
-    manifest_path = storage.join(output, MANIFEST_NAME)
-    files = storage.list_files(output) if FileSystems.exists(output) else []
+    """Refuse to clobber a different dataset, local or on S3 alike; with --overwrite remove the old one
+    (manifest first, then its shards and our temp files) and nothing else. A file that is not part of a
+    dataset is refused, never deleted: inside a split folder a folder reader would mix it into the data."""
+    files = [storage.relative(output, uri) for uri, _ in storage.list(storage.join(output, ""))]
     if not files:
         return
-    ours = {manifest_path} | {f for f in files if _in_layout(output, f)}
-    foreign = sorted(set(files) - ours)
+    old = read_manifest(output) if MANIFEST_NAME in files else None
+    if old:
+        ours = {MANIFEST_NAME} | {s.path for info in old.splits.values() for s in info.shards}
+    else:  # shards of an interrupted run, known by the names only the producer gives
+        ours = {f for f in files if _in_layout(f)}
+    foreign = sorted(f for f in files if f not in ours and not f.startswith(f"{storage.TMP_DIR}/"))
     if foreign:
-        raise UserError(f"output {output} holds files that are not part of a dataset (e.g. {foreign[0]}); choose an empty location")
-    if manifest_path in files:
-        old = Manifest.from_json(storage.read(manifest_path).decode(), source=manifest_path)
+        raise UserError(f"output {output} holds {storage.join(output, foreign[0])}, which is not part of "
+                        f"{'the dataset in ' + MANIFEST_NAME if old else 'a dataset'}; move it away or choose another location")
+    if old:
         if _identity(old) == _identity(manifest):
             return  # the same dataset: re-running rewrites identical bytes
         if not overwrite:
             raise UserError(f"output {output} already holds a different dataset; pass --overwrite to replace it")
     elif not overwrite:
         raise UserError(f"output {output} holds shards but no {MANIFEST_NAME} (an interrupted run?); pass --overwrite to replace them")
-    storage.delete([manifest_path] if manifest_path in files else [])
-    storage.delete(sorted(set(files) - {manifest_path}))
+    storage.delete([storage.join(output, MANIFEST_NAME)] if old else [])
+    storage.delete(storage.join(output, f) for f in files if f != MANIFEST_NAME)
 
 
-def _in_layout(output, path):
-    rel = path[len(output):].lstrip("/")
-    top = rel.split("/", 1)[0]
-    return top == storage.TMP_DIR or (top in SPLITS and rel.endswith(".tfrecord"))
+def _in_layout(relpath):
+    """A shard name the producer writes: `<split>/<split>-NNNNN-of-NNNNN.tfrecord`."""
+    return re.fullmatch(rf"({'|'.join(SPLITS)})/\1-\d{{5,}}-of-\d{{5,}}\.tfrecord", relpath) is not None
+
+
+def _tmp_dir(output):
+    return storage.join(output, storage.TMP_DIR)
 
 
 def _identity(manifest):
@@ -254,8 +261,8 @@ def run(argv=None):
         print(describe(plan, workers(options)))
         return None
     output = args.output.rstrip("/")
-    FileSystems.set_options(options)
-    storage.check_writable(output, _s3_client(options) if storage.is_s3(output) else None)
+    use_s3_options(options)
+    storage.check_writable(output)
     manifest = Manifest(spec=plan.spec, seed=plan.seed, mode=plan.mode, options=plan.options, versions=_versions(),
                         splits={s: SplitInfo(examples=n, shards=[]) for s, n in plan.examples.items()})
     prepare_output(output, manifest, args.overwrite)
@@ -266,20 +273,16 @@ def run(argv=None):
         with beam.Pipeline(options=options) as pipeline:
             _ = pipeline | "WriteDataset" >> WriteDataset(plan, output, options, manifest, progress.directory)
     seconds = time.monotonic() - start
-    if not storage.is_s3(output):
-        storage.delete([p for p in storage.list_files(output) if _in_layout(output, p) and f"/{storage.TMP_DIR}/" in p])
-    written = Manifest.from_json(storage.read(storage.join(output, MANIFEST_NAME)).decode())
+    storage.delete(uri for uri, _ in storage.list(_tmp_dir(output) + "/"))
+    written = read_manifest(output)
     split_counts = ", ".join(f"{s}={n}" for s, n in plan.examples.items())
     print(f"generate: {total} examples ({split_counts}) in {seconds:.1f} s = {total / seconds:.0f} examples/s -> {output}")
     return written
 
 
-def _s3_client(options):
-    import boto3
-
-    s3 = options.view_as(S3Options)
-    return boto3.client("s3", endpoint_url=s3.s3_endpoint_url, region_name=s3.s3_region_name,
-                        aws_access_key_id=s3.s3_access_key_id, aws_secret_access_key=s3.s3_secret_access_key)
+def use_s3_options(options):
+    """Beam's S3 flags (--s3_endpoint_url, ...) configure our storage, on the driver and in each worker."""
+    storage.configure(storage.s3_settings(options.get_all_options()))
 
 
 @exits_on_user_error

@@ -28,7 +28,7 @@ import uuid
 from beam_jobs import generate
 from beam_jobs.render import Renderer, example_seed
 from tfrecord.framing import frame
-from tfrecord.manifest import load_manifest
+from tfrecord.manifest import read_manifest
 from tfrecord.schema import encode_example
 from tfrecord.spec import ALPHABETS, CaptchaSpec
 
@@ -83,7 +83,7 @@ def beam_job(workers, *flags):
         generate.run(["--output", out, "-d", "--length", "4", "--train-examples", str(n),
                       "--validation-examples", "0", "--test-examples", "0", *flags,
                       "--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers)])
-        return sum(s.bytes for s in load_manifest(out).split("train").shards)
+        return sum(s.bytes for s in read_manifest(out).split("train").shards)
     return run
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from beam_jobs import generate
 from tfrecord import sagemaker
-from tfrecord.manifest import load_manifest
+from tfrecord.manifest import read_manifest
 from tfrecord.pipe import pipe_dataset
 from tfrecord.readers import files_dataset, shard_files
 
@@ -92,7 +92,7 @@ def main():
     parser.add_argument("--work", default="bench-output/input")
     args = parser.parse_args()
     root = dataset(args.work, args.examples)
-    spec = load_manifest(root).spec
+    spec = read_manifest(root).spec
     files = png_files(root, spec, args.work)
     results = {}
     results["(a) seed: PIL per file, / 255"] = rate(seed_loader(files, spec))

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfrecord.manifest import load_manifest  # noqa: E402
+from tfrecord.manifest import read_manifest  # noqa: E402
 from tfrecord.readers import files_dataset  # noqa: E402
 from trainer import model as ours  # noqa: E402
 from trainer.train import schedule  # noqa: E402
@@ -121,13 +121,13 @@ def run_seed(args, files):
 
 def make_dataset(args, root):
     if args.reuse and os.path.exists(os.path.join(root, "dataset.json")):
-        return load_manifest(root)
+        return read_manifest(root)
     subprocess.run([sys.executable, "-m", "launch.cli", "generate", "--output", root, "-d", "--length", str(LENGTH),
                     "--color-mode", args.color_mode, "--train-examples", str(args.train_examples),
                     "--validation-examples", str(args.validation_examples), "--test-examples", str(args.test_examples),
                     "--holdout-labels", "--overwrite", "--runner", "DirectRunner",
                     "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"], check=True)
-    return load_manifest(root)
+    return read_manifest(root)
 
 
 def test_arrays(root, spec):
@@ -189,7 +189,7 @@ def run_ours(args, root, manifest, images, labels):
 def main(argv=None):
     args = parse_args(argv)
     root = args.data or os.path.join(args.work, "data")
-    manifest = load_manifest(root) if args.data else make_dataset(args, root)
+    manifest = read_manifest(root) if args.data else make_dataset(args, root)
     images, labels = test_arrays(root, manifest.spec)
     rgb = images if images.shape[-1] == 3 else np.repeat(images, 3, axis=-1)
 

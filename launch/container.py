@@ -34,7 +34,7 @@ def download_channel(channel, objects, prefix, config):
         relative = uri[len(prefix):].lstrip("/") if uri != prefix else os.path.basename(uri)
         path = os.path.join(target, *relative.split("/"))
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with storage.open_object(uri) as src, open(path, "wb") as dst:
+        with storage.open(uri) as src, open(path, "wb") as dst:
             shutil.copyfileobj(src, dst, CHUNK)
 
 

@@ -86,10 +86,10 @@ def _invoke(args):
             raise UserError(f"{args.url}: HTTP {response.status_code}: {response.text.strip()}")
         result = response.json()
     else:
-        runtime = storage.client("sagemaker-runtime", args.region)
-        response = runtime.invoke_endpoint(EndpointName=args.endpoint, ContentType="application/json",
-                                           Accept="application/json", Body=payload)
-        result = json.loads(response["Body"].read())
+        with storage.aws_errors(f"endpoint {args.endpoint}"):
+            response = storage.client("sagemaker-runtime", args.region).invoke_endpoint(
+                EndpointName=args.endpoint, ContentType="application/json", Accept="application/json", Body=payload)
+            result = json.loads(response["Body"].read())
     for path, prediction in zip(args.images, result["predictions"]):
         print(f"{path}\t{prediction['text']}\t{prediction['confidence']:.3f}")
     return 0
@@ -107,11 +107,8 @@ def _delete(args, sm):
 
 
 def _with_sagemaker(action, args):
-    sm = storage.client("sagemaker", args.region)
-    try:
-        return action(args, sm)
-    except sm.exceptions.ClientError as e:
-        raise UserError(str(e)) from None
+    with storage.aws_errors(f"SageMaker ({args.region})"):
+        return action(args, storage.client("sagemaker", args.region))
 
 
 @exits_on_user_error

@@ -8,9 +8,9 @@ import argparse
 import sys
 import time
 
-from tfrecord import storage
+from tfrecord import manifest as dataset_manifest, storage
 from tfrecord.errors import ManifestError, UserError
-from tfrecord.manifest import MANIFEST_NAME, Manifest
+from tfrecord.manifest import MANIFEST_NAME
 from tfrecord.sagemaker import INPUT_MODES
 
 SHARD_CHANNELS = ("train", "validation")
@@ -35,25 +35,25 @@ def job_name(args):
     return args.job_name or time.strftime("captcha-%Y-%m-%d-%H-%M-%S", time.gmtime())
 
 
-def hyperparameters(pairs):
-    """`name=value` pairs -> {name: value} (strings, as SageMaker passes them)."""
-    hps = {}
+def name_values(pairs, flag):
+    """`NAME=VALUE` strings given with `flag` -> [(name, value)], in order; values stay strings."""
+    out = []
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise UserError(f"--hp {pair!r}: expected NAME=VALUE")
-        hps[name.strip().lstrip("-")] = value
-    return hps
+        if not sep or not name.strip():
+            raise UserError(f"{flag} {pair!r}: expected NAME=VALUE")
+        out.append((name.strip(), value))
+    return out
+
+
+def hyperparameters(pairs):
+    """`--hp` pairs -> {name: value} (strings, as SageMaker passes them; a leading -- on a name is dropped)."""
+    return {name.lstrip("-"): value for name, value in name_values(pairs, "--hp")}
 
 
 def read_manifest(dataset):
-    """The dataset's manifest, read before anything is launched; a prefix without one is refused."""
-    uri = storage.join(dataset, MANIFEST_NAME)
-    try:
-        text = storage.read(uri)
-    except UserError:
-        raise ManifestError(f"{dataset}: no {MANIFEST_NAME} here; pass the dataset prefix the Beam job wrote") from None
-    manifest = Manifest.from_json(text, source=uri)
+    """The dataset's manifest, read before anything is launched; it must have train and validation shards."""
+    manifest = dataset_manifest.read_manifest(dataset)
     for split in SHARD_CHANNELS:
         if not manifest.split(split).shards:
             raise ManifestError(f"{dataset}: the dataset has no {split} shards")

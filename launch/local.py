@@ -66,7 +66,7 @@ def run_job(args, root):
         source.write(code_dir)
         stop, errors, feeders, progress = threading.Event(), [], [], Progress()
         for channel, (prefix, config) in channels.items():
-            objects = storage.list_objects(prefix)
+            objects = storage.list(prefix)
             if not objects:
                 raise UserError(f"channel {channel}: no objects under {prefix}")
             if config["TrainingInputMode"] == "Pipe":

@@ -70,7 +70,7 @@ def _open_fifo_for_writing(path, stop):
 def _object_payloads(uri, config):
     """The bytes SageMaker puts in the pipe for one object: gunzipped if Gzip, one RecordIO record if wrapped."""
     gunzip = zlib.decompressobj(wbits=47) if config["CompressionType"] == "Gzip" else None
-    with storage.open_object(uri) as f:
+    with storage.open(uri) as f:
         chunks = iter(lambda: f.read(CHUNK), b"")
         if config["RecordWrapperType"] == "RecordIO":
             data = b"".join(chunks)

@@ -14,8 +14,8 @@ import time
 from launch import job_config, source
 from tfrecord import storage
 from tfrecord.errors import UserError, exits_on_user_error
+from tfrecord.sagemaker import CHECKPOINT_DIR
 
-CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 FINAL_STATUSES = ("Completed", "Failed", "Stopped")
 
 
@@ -33,7 +33,7 @@ def parse_args(argv):
     p.add_argument("--checkpoint-s3-uri", help="default with --spot: <output-path>/<base job name>/<job>/checkpoints")
     p.add_argument("--max-run", type=int, default=24 * 3600, help="seconds")
     p.add_argument("--max-wait", type=int, help="seconds, spot only (default: twice --max-run)")
-    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--tag", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--wait", action="store_true", help="stream the job's logs until it ends")
     return p.parse_args(argv)
 
@@ -53,13 +53,7 @@ def image_uri(scope, framework_version, region, instance_type, py_version=None):
 def tags(pairs):
     from sagemaker.train.configs import Tag
 
-    out = []
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"--tag {pair!r}: expected KEY=VALUE")
-        out.append(Tag(key=key, value=value))
-    return out
+    return [Tag(key=key, value=value) for key, value in job_config.name_values(pairs, "--tag")]
 
 
 def channels(args, manifest):
@@ -92,7 +86,7 @@ def model_trainer(args, source_dir):
     spot_wait = {"max_wait_time_in_seconds": args.max_wait or 2 * args.max_run} if args.spot else {}
     image = args.image_uri or image_uri("training", args.framework_version, args.region, args.instance_type,
                                         args.py_version)
-    checkpoint = (CheckpointConfig(s3_uri=args.checkpoint_s3_uri, local_path=CHECKPOINT_LOCAL_PATH)
+    checkpoint = (CheckpointConfig(s3_uri=args.checkpoint_s3_uri, local_path=CHECKPOINT_DIR)
                   if args.spot or args.checkpoint_s3_uri else None)
     trainer = ModelTrainer(
         sagemaker_session=session, role=args.role, base_job_name=args.job_name or "captcha",
@@ -116,7 +110,11 @@ def console_link(region, name):
 def stream_logs(region, name, poll=15):
     """Print the job's CloudWatch log events until it reaches a final status; returns that description.
     (The SDK's TrainingJob.wait reads logs and status in the default region, not the job's.)"""
-    sm, logs = storage.client("sagemaker", region), storage.client("logs", region)
+    with storage.aws_errors(f"training job {name}"):
+        return _stream_logs(storage.client("sagemaker", region), storage.client("logs", region), name, poll)
+
+
+def _stream_logs(sm, logs, name, poll):
     group, tokens = "/aws/sagemaker/TrainingJobs", {}
     while True:
         job = sm.describe_training_job(TrainingJobName=name)
@@ -139,15 +137,11 @@ def stream_logs(region, name, poll=15):
 
 def start(args, manifest):
     """Create the job (the SDK uploads the source folder); returns its name (base name + timestamp)."""
-    from botocore.exceptions import ClientError
-
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, storage.aws_errors("CreateTrainingJob"):
         trainer = model_trainer(args, source.write(folder))
-        try:
-            trainer.train(input_data_config=channels(args, manifest), wait=False, logs=False)
-        except ClientError as e:
-            raise UserError(f"CreateTrainingJob: {e}") from None
-    return trainer._latest_training_job.training_job_name  # the SDK's documented handle on its job
+        trainer.train(input_data_config=channels(args, manifest), wait=False, logs=False)
+    # output_data is `<output path>/<job name>/output/output.tar.gz` (ModelTrainer's public view of its job)
+    return trainer.output_data[len(args.output_path.rstrip("/")) + 1:].split("/")[0]
 
 
 @exits_on_user_error

@@ -28,6 +28,15 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def _default_storage_settings():
+    """S3 settings a command configured (e.g. from --s3_endpoint_url) end with the test."""
+    yield
+    from tfrecord import storage
+
+    storage.configure({})
+
+
 @pytest.fixture(scope="session")
 def aws_server():
     """moto's standalone server (S3, SageMaker, ...) on 127.0.0.1; `.url` is the endpoint URL."""

@@ -136,11 +136,11 @@ def test_raw_dataset_passes_inspect_with_3_kb_records(make_dataset, tmp_path, ca
     from PIL import Image
 
     from tfrecord import validate
-    from tfrecord.manifest import load_manifest
+    from tfrecord.manifest import read_manifest
 
     root = make_dataset("-d", "--image-format", "raw", "--store-size", "60x50", "--train-examples", "24",
                         "--validation-examples", "8", "--test-examples", "8", "--num-shards", "2")
-    manifest = load_manifest(str(root))
+    manifest = read_manifest(str(root))
     assert manifest.spec.store_size == (60, 50) and manifest.spec.render_size == (120, 100)
     shard = manifest.split("train").shards[0]
     assert 3000 < shard.bytes / shard.records < 3300  # 3,000 pixel bytes + label and framing

@@ -12,7 +12,7 @@ import pytest
 
 from beam_jobs import generate, progress
 from tfrecord.framing import read_records
-from tfrecord.manifest import load_manifest
+from tfrecord.manifest import read_manifest
 
 SMALL = ["--chars", "abc", "--length", "2", "--width", "40", "--height", "24", "--num-shards", "2",
          "--train-examples", "40", "--validation-examples", "8", "--test-examples", "8", "--holdout-labels"]
@@ -32,7 +32,7 @@ def tree_hashes(root):
 
 
 def labels_of(root, split):
-    manifest = load_manifest(str(root))
+    manifest = read_manifest(str(root))
     from tensorflow.core.example import example_pb2
 
     out = []
@@ -60,7 +60,7 @@ def test_every_runner_writes_identical_bytes(tmp_path, capfd):
 
 
 def test_holdout_labels_and_manifest(tiny_dataset):
-    manifest = load_manifest(str(tiny_dataset))
+    manifest = read_manifest(str(tiny_dataset))
     assert {s: i.examples for s, i in manifest.splits.items()} == {"train": 120, "validation": 32, "test": 32}
     train = set(labels_of(tiny_dataset, "train"))
     assert not train & set(labels_of(tiny_dataset, "test")) and not train & set(labels_of(tiny_dataset, "validation"))
@@ -79,7 +79,7 @@ def test_permutations_mode_is_the_seeds_plan(tmp_path):
     assert collections.Counter(train) == {a: 3 for a in arrangements}  # 3 rounds
     assert collections.Counter(test) == {a: 1 for a in arrangements}  # max(1, int(3 * 0.2)) rounds
     assert train[:6] != sorted(train[:6])  # spread out, not in order
-    assert sorted(load_manifest(str(tmp_path)).splits) == ["test", "train"]
+    assert sorted(read_manifest(str(tmp_path)).splits) == ["test", "train"]
 
 
 def test_s3_output_through_a_loopback_server(s3, capsys):
@@ -123,14 +123,14 @@ def test_plan_version_is_recorded_and_a_dataset_of_the_old_plans_counts_as_diffe
 
 
 def test_a_crashed_run_never_looks_finished(tmp_path, monkeypatch):
-    from beam_jobs import storage
+    from tfrecord import storage
 
     real_write = storage.write_atomic
 
-    def crash_at_manifest(root, relpath, data):
-        if relpath == "dataset.json":
+    def crash_at_manifest(uri, data, tmp_dir=None):
+        if uri.endswith("dataset.json"):
             raise RuntimeError("worker lost")
-        real_write(root, relpath, data)
+        real_write(uri, data, tmp_dir)
 
     monkeypatch.setattr(storage, "write_atomic", crash_at_manifest)
     out = tmp_path / "out"

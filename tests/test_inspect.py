@@ -10,7 +10,7 @@ from PIL import Image
 from tfrecord import validate
 from beam_jobs.render import Renderer
 from tfrecord.framing import frame, read_records
-from tfrecord.manifest import load_manifest
+from tfrecord.manifest import read_manifest
 from tfrecord.schema import encode_example
 from tfrecord.spec import CaptchaSpec
 
@@ -52,8 +52,8 @@ def fail(dataset, capsys):
 
 
 def test_damage_is_named(dataset, capsys):
-    shard = load_manifest(str(dataset)).split("train").shards[0].path
-    spec = load_manifest(str(dataset)).spec
+    shard = read_manifest(str(dataset)).split("train").shards[0].path
+    spec = read_manifest(str(dataset)).spec
     wrong_size = CaptchaSpec(alphabet=spec.alphabet, length=2, width=50, height=24)
     image = Renderer(wrong_size).render("12", 1)
     rewrite_record(dataset, shard, 1, encode_example(image, "12", spec))
@@ -73,4 +73,4 @@ def test_a_stray_file_in_a_split_folder_is_refused(dataset, capsys):
 
 def test_no_manifest_is_not_a_dataset(dataset, capsys):
     (dataset / "dataset.json").unlink()
-    assert "no dataset.json: not a finished dataset" in fail(dataset, capsys)
+    assert "data: no dataset.json (not a dataset written by" in fail(dataset, capsys)

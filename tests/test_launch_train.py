@@ -121,7 +121,7 @@ def test_region_reaches_image_job_and_logs(aws_env, s3, tiny_dataset, sent, caps
 
 @pytest.mark.parametrize("flags, message", [
     (["--framework-version", "1.0"], "Unsupported tensorflow version: 1.0"),
-    (["--tag", "novalue"], "expected KEY=VALUE"),
+    (["--tag", "novalue"], "expected NAME=VALUE"),
     (["--instance-count", "5"], "fewer than the 5 instances"),
 ])
 def test_bad_job_settings_are_one_line_errors(aws_env, s3, tiny_dataset, sent, capsys, flags, message):

@@ -10,7 +10,7 @@ from tfrecord import sagemaker
 from tfrecord.channels import channel
 from tfrecord.errors import UserError, embedded_user_error
 from tfrecord.framing import frame
-from tfrecord.manifest import load_manifest
+from tfrecord.manifest import read_manifest
 from tfrecord.pipe import pipe_dataset
 from tfrecord.recordio import recordio_encode
 from tfrecord.readers import files_dataset, shard_files
@@ -61,7 +61,7 @@ def labels(ds):
 def test_keras_fit_reads_one_fifo_per_epoch(tiny_dataset, container):
     import keras
 
-    spec = load_manifest(str(tiny_dataset)).spec
+    spec = read_manifest(str(tiny_dataset)).spec
     container(train=dict(), validation=dict())
     feeders = [feed("train", [shards(tiny_dataset, "train")] * 3), feed("validation", [shards(tiny_dataset, "validation")] * 3)]
     inputs = keras.Input((spec.height, spec.width, 1))
@@ -87,7 +87,7 @@ def test_keras_fit_reads_one_fifo_per_epoch(tiny_dataset, container):
 
 
 def test_same_records_as_the_file_reader(tiny_dataset, container):
-    manifest = load_manifest(str(tiny_dataset))
+    manifest = read_manifest(str(tiny_dataset))
     container(test=dict())
     feed("test", [shards(tiny_dataset, "test")])
     got = labels(pipe_dataset("test", manifest.spec, 8, dtype="uint8"))
@@ -101,7 +101,7 @@ def test_same_records_as_the_file_reader(tiny_dataset, container):
     ("RecordIO", "Gzip", lambda d: gzip.compress(recordio_encode(d))),
 ])
 def test_recordio_and_gzip_channels(tiny_dataset, container, wrapper, compression, encode):
-    spec = load_manifest(str(tiny_dataset)).spec
+    spec = read_manifest(str(tiny_dataset)).spec
     container(test=dict(RecordWrapperType=wrapper, CompressionType=compression))
     feed("test", [[encode(s) for s in shards(tiny_dataset, "test")]])
     assert len(labels(pipe_dataset("test", spec, 8))) == 32
@@ -116,7 +116,7 @@ def first_error(ds):
 
 @pytest.mark.parametrize("where, reason", [(2, "header (length) CRC mismatch"), (30, "payload CRC mismatch")])
 def test_corruption_names_channel_epoch_and_offset(tiny_dataset, container, where, reason):
-    spec = load_manifest(str(tiny_dataset)).spec
+    spec = read_manifest(str(tiny_dataset)).spec
     container(train=dict())
     data = bytearray(b"".join(shards(tiny_dataset, "train")))
     second = len(frame(bytes(int.from_bytes(data[:8], "little"))))  # record 1 starts after record 0
@@ -126,7 +126,7 @@ def test_corruption_names_channel_epoch_and_offset(tiny_dataset, container, wher
 
 
 def test_a_truncated_stream_is_an_error_not_a_short_epoch(tiny_dataset, container):
-    spec = load_manifest(str(tiny_dataset)).spec
+    spec = read_manifest(str(tiny_dataset)).spec
     container(train=dict())
     data = b"".join(shards(tiny_dataset, "train"))
     feed("train", [[data[:-10]]])
@@ -135,14 +135,14 @@ def test_a_truncated_stream_is_an_error_not_a_short_epoch(tiny_dataset, containe
 
 
 def test_missing_fifo_times_out_clearly(tiny_dataset, container):
-    spec = load_manifest(str(tiny_dataset)).spec
+    spec = read_manifest(str(tiny_dataset)).spec
     container(train=dict())
     message = first_error(pipe_dataset("train", spec, 8, timeout=0.3))
     assert message == f"channel train epoch 0: FIFO {sagemaker.fifo_path('train', 0)} did not appear within 0.3 s"
 
 
 def test_wrong_mode_or_unknown_channel_fails_fast(tiny_dataset, container):
-    spec = load_manifest(str(tiny_dataset)).spec
+    spec = read_manifest(str(tiny_dataset)).spec
     container(train=dict(TrainingInputMode="File"))
     with pytest.raises(UserError, match="channel 'train' is in File mode, not Pipe"):
         pipe_dataset("train", spec, 8)
@@ -151,7 +151,7 @@ def test_wrong_mode_or_unknown_channel_fails_fast(tiny_dataset, container):
 
 
 def test_channel_picks_the_input_mode(tiny_dataset, container, monkeypatch):
-    spec = load_manifest(str(tiny_dataset)).spec
+    spec = read_manifest(str(tiny_dataset)).spec
     monkeypatch.setenv("SM_CHANNEL_VALIDATION", str(tiny_dataset / "validation"))
     container(train=dict(), validation=dict(TrainingInputMode="FastFile"))
     feed("train", [shards(tiny_dataset, "train")])

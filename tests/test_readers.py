@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tfrecord.errors import UserError
-from tfrecord.manifest import load_manifest
+from tfrecord.manifest import read_manifest
 from tfrecord.readers import decode_batch, files_dataset, shard_files
 
 
@@ -12,7 +12,7 @@ def labels(ds):
 
 
 def test_files_dataset_matches_the_manifest(tiny_dataset):
-    manifest = load_manifest(str(tiny_dataset))
+    manifest = read_manifest(str(tiny_dataset))
     spec = manifest.spec
     ds = files_dataset(tiny_dataset / "train", spec, 16)
     images, y = next(iter(ds))
@@ -23,7 +23,7 @@ def test_files_dataset_matches_the_manifest(tiny_dataset):
 
 
 def test_options_uint8_rgb_deterministic_and_worker_sharding(tiny_dataset):
-    spec = load_manifest(str(tiny_dataset)).spec
+    spec = read_manifest(str(tiny_dataset)).spec
     images, _ = next(iter(files_dataset(tiny_dataset / "test", spec, 4, dtype="uint8", channels=3)))
     assert images.shape[-1] == 3 and images.dtype.name == "uint8"
     first = labels(files_dataset(tiny_dataset / "train", spec, 8, deterministic=True))
@@ -37,14 +37,14 @@ def test_options_uint8_rgb_deterministic_and_worker_sharding(tiny_dataset):
 def test_decode_batch(tiny_dataset):
     import tensorflow as tf
 
-    spec = load_manifest(str(tiny_dataset)).spec
+    spec = read_manifest(str(tiny_dataset)).spec
     records = list(tf.data.TFRecordDataset(shard_files(tiny_dataset / "validation")).take(5))
     images, y = decode_batch(tf.stack(records), spec, dtype="uint8")
     assert images.shape == (5, spec.height, spec.width, 1) and y.shape == (5, spec.length)
 
 
 def test_bad_sources_are_refused(tiny_dataset, tmp_path):
-    spec = load_manifest(str(tiny_dataset)).spec
+    spec = read_manifest(str(tiny_dataset)).spec
     with pytest.raises(UserError, match="is a dataset root"):
         files_dataset(tiny_dataset, spec, 4)
     with pytest.raises(UserError, match="no .tfrecord shards"):

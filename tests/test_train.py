@@ -33,7 +33,7 @@ def test_missing_manifest_is_refused(tmp_path, capsys):
 
     (tmp_path / "train").mkdir()
     assert train.main(train_args(str(tmp_path), str(tmp_path / "out"))) == 2
-    assert "no dataset manifest" in capsys.readouterr().err
+    assert "no dataset.json" in capsys.readouterr().err
 
 
 def _train(data, out, epochs):

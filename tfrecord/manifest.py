@@ -4,8 +4,10 @@ The manifest is written last by the producer, so its presence means the dataset 
 """
 import dataclasses
 import json
+import os
 
-from tfrecord.errors import ManifestError, SpecError
+from tfrecord import sagemaker, storage
+from tfrecord.errors import ManifestError, SpecError, UserError
 from tfrecord.spec import CaptchaSpec
 
 MANIFEST_NAME = "dataset.json"
@@ -64,6 +66,8 @@ class Manifest:
     def from_json(cls, text, source=MANIFEST_NAME):
         try:
             d = json.loads(text)
+            if not isinstance(d, dict):
+                raise ManifestError(f"{source}: not a valid dataset manifest (a JSON {type(d).__name__}, not an object)")
             if d.get("format_version") != FORMAT_VERSION:
                 raise ManifestError(f"{source}: unsupported format_version {d.get('format_version')!r}")
             manifest = cls(
@@ -89,14 +93,34 @@ def _split_order(name):
     return (SPLITS.index(name) if name in SPLITS else len(SPLITS), name)
 
 
-def load_manifest(path):
-    """Read a local dataset.json, or the one inside a local dataset directory."""
-    import os
-
-    if os.path.isdir(path):
-        path = os.path.join(path, MANIFEST_NAME)
+def read_manifest(location):
+    """The Manifest of a dataset root or of a dataset.json path (a local file, or an s3:// key ending in .json)."""
+    location = str(location)
+    is_file = location.endswith(".json") if storage.is_s3(location) else os.path.isfile(location)
+    uri = location if is_file else storage.join(location.rstrip("/"), MANIFEST_NAME)
     try:
-        with open(path) as f:
-            return Manifest.from_json(f.read(), source=path)
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: no dataset manifest (is this a dataset made by `captcha-pipeline generate`?)") from None
+        text = storage.read(uri)
+    except storage.NotFound:
+        raise ManifestError(f"{location}: no {MANIFEST_NAME} (not a dataset written by `captcha-pipeline generate`, "
+                            f"or an unfinished one)") from None
+    try:
+        text = text.decode()
+    except UnicodeDecodeError:
+        raise ManifestError(f"{uri}: not a valid dataset manifest (not UTF-8 text)") from None
+    return Manifest.from_json(text, source=uri)
+
+
+def locate_manifest(flag, split_dir, split_flag):
+    """The trainer side's manifest: `flag` (a dataset.json or dataset root), else the SageMaker `meta`
+    channel, else the dataset.json beside the split dir given with `split_flag`."""
+    if flag:
+        return read_manifest(flag)
+    meta = sagemaker.channel_dir("meta")
+    if os.path.isfile(os.path.join(meta, MANIFEST_NAME)):
+        return read_manifest(meta)
+    if not os.path.isdir(split_dir):
+        raise UserError(f"{split_flag} {split_dir}: no such folder (and no {MANIFEST_NAME} in a `meta` channel)")
+    if os.path.isfile(os.path.join(split_dir, MANIFEST_NAME)):
+        raise UserError(f"{split_flag} {split_dir}: a dataset root, not a split folder; pass one split, "
+                        f"e.g. {os.path.join(split_dir, 'train')}")
+    return read_manifest(os.path.dirname(os.path.abspath(split_dir)))

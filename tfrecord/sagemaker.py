@@ -6,12 +6,17 @@ container root, `/opt/ml` unless CAPTCHA_PIPELINE_OPT_ML points elsewhere (as `l
 import json
 import os
 
+import posixpath
+
 ROOT_ENV = "CAPTCHA_PIPELINE_OPT_ML"
+OPT_ML = "/opt/ml"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_DIR = posixpath.join(OPT_ML, CHECKPOINTS)  # in the container; SageMaker syncs it (CheckpointConfig)
 INPUT_MODES = ("File", "FastFile", "Pipe")
 
 
 def root():
-    return os.environ.get(ROOT_ENV, "/opt/ml")
+    return os.environ.get(ROOT_ENV, OPT_ML)
 
 
 def input_dir():
@@ -39,7 +44,7 @@ def output_data_dir():
 
 
 def checkpoint_dir():
-    return os.path.join(root(), "checkpoints")
+    return os.path.join(root(), CHECKPOINTS)
 
 
 def failure_path():

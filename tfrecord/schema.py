@@ -1,12 +1,15 @@
-"""The tf.train.Example schema (TF Object Detection style keys): one encoder, one parser.
+"""The tf.train.Example schema (TF Object Detection style keys): one encoder, one decoder, one parser.
 
-The encoder writes the protobuf wire format by hand: no TensorFlow on the producer side, and
-byte-identical output for identical input (features in sorted key order).
+The encoder and the decoder handle the protobuf wire format by hand: no TensorFlow on the producer
+side (or in `inspect` and the tests), and byte-identical output for identical input (features in
+sorted key order). The parser is TensorFlow's, for the readers.
 
 `image/encoded` holds the image at the spec's STORED size: PNG bytes (`image/format` "png"), or for
 "raw" the uint8 pixels, stored height x stored width x channels in row-major order (exactly
 H*W*C bytes). `image/width`/`image/height` are the stored size.
 """
+import struct
+
 from tfrecord.spec import CaptchaSpec
 
 IMAGE = "image/encoded"
@@ -51,6 +54,80 @@ def encode_example(image, text, spec: CaptchaSpec):
     }
     entries = b"".join(_field(1, _field(1, k.encode()) + _field(2, v)) for k, v in sorted(features.items()))
     return _field(1, entries)  # Example.features { feature map }
+
+
+def _read_varint(data, pos):
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _fields(data, nested=False):
+    """(field number, wire type, value) of one message: an int for varints, bytes otherwise; with `nested`,
+    only the length-delimited fields (submessages, strings, packed lists)."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _read_varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(data, pos)
+        else:
+            if wire == 2:
+                size, pos = _read_varint(data, pos)
+            elif wire in (1, 5):
+                size = 8 if wire == 1 else 4
+            else:
+                raise ValueError(f"unsupported wire type {wire}")
+            if pos + size > len(data):
+                raise ValueError("truncated field")
+            value, pos = data[pos:pos + size], pos + size
+        if wire == 2 or not nested:
+            yield number, wire, value
+
+
+def _int64(value):
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _feature_values(feature):
+    """Feature { bytes_list = 1 | float_list = 2 | int64_list = 3 } -> list of bytes, floats or ints."""
+    values = []
+    for kind, _, value_list in _fields(feature, nested=True):
+        for number, wire, value in _fields(value_list):
+            if number != 1:
+                continue
+            if kind == 1:
+                values.append(bytes(value))
+            elif kind == 2:
+                values.extend(struct.unpack(f"<{len(value) // 4}f", value))
+            elif kind == 3:
+                values.extend(_int64(v) for v in ([value] if wire == 0 else _packed_varints(value)))
+    return values
+
+
+def _packed_varints(data):
+    pos, out = 0, []
+    while pos < len(data):
+        value, pos = _read_varint(data, pos)
+        out.append(value)
+    return out
+
+
+def decode_example(serialized):
+    """Serialized tf.train.Example -> {feature key: list of values (bytes, float or int)}; ValueError if malformed."""
+    features = {}
+    for number, _, entries in _fields(serialized, nested=True):  # Example.features = 1
+        for entry_number, _, entry in (_fields(entries, nested=True) if number == 1 else ()):  # Features.feature = 1
+            if entry_number == 1:
+                parts = {n: v for n, _, v in _fields(entry, nested=True)}  # map entry: key = 1, value = 2
+                features[bytes(parts.get(1, b"")).decode()] = _feature_values(parts.get(2, b""))
+    return features
 
 
 def feature_spec(spec: CaptchaSpec):

@@ -9,38 +9,39 @@ import hashlib
 import io
 import sys
 
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
-from PIL import Image, ImageDraw
-
-from beam_jobs import storage
-from tfrecord import schema
-from tfrecord.errors import ManifestError, SpecError, UserError, exits_on_user_error
+from tfrecord import schema, storage
+from tfrecord.contact_sheet import contact_sheet
+from tfrecord.errors import SpecError, UserError, exits_on_user_error
 from tfrecord.framing import read_records
-from tfrecord.manifest import MANIFEST_NAME, Manifest
+from tfrecord.manifest import MANIFEST_NAME, read_manifest
+
+SHEET_COLUMNS = 8
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="captcha-pipeline inspect", description=__doc__.split("\n")[0],
-                                epilog="Other flags go to Beam's PipelineOptions (e.g. --s3_endpoint_url).")
+                                allow_abbrev=False)
     p.add_argument("dataset", help="dataset root (local directory or s3://bucket/prefix)")
-    p.add_argument("--contact-sheet", help="write a PNG of sample images captioned with their labels")
+    p.add_argument("--contact-sheet", help="write a PNG of sample images captioned with their labels (local or s3://)")
     p.add_argument("--samples", type=int, default=32, help="images on the contact sheet")
-    args, beam_args = p.parse_known_args(argv)
-    return args, PipelineOptions(beam_args)
+    storage.add_s3_arguments(p)
+    args, unknown = p.parse_known_args(argv)
+    if unknown:
+        raise UserError(f"unknown {'flag' if unknown[0].startswith('-') else 'argument'} {unknown[0]} (see --help)")
+    return args
 
 
 def check_example(serialized, spec, where):
     """-> (text, PIL image); raises UserError naming `where` on any disagreement with the spec."""
-    from tensorflow.core.example import example_pb2
+    from PIL import Image
 
     try:
-        feature = example_pb2.Example.FromString(serialized).features.feature
-        text = feature[schema.TEXT].bytes_list.value[0].decode()
-        label = list(feature[schema.LABEL].int64_list.value)
-        fmt = feature[schema.FORMAT].bytes_list.value[0].decode()
-        size = (feature[schema.WIDTH].int64_list.value[0], feature[schema.HEIGHT].int64_list.value[0])
-        data = feature[schema.IMAGE].bytes_list.value[0]
+        feature = schema.decode_example(serialized)
+        text = feature[schema.TEXT][0].decode()
+        label = feature[schema.LABEL]
+        fmt = feature[schema.FORMAT][0].decode()
+        size = (feature[schema.WIDTH][0], feature[schema.HEIGHT][0])
+        data = feature[schema.IMAGE][0]
         if fmt == "raw":  # H*W*C uint8 pixels of the stored size
             if len(data) != spec.store_width * spec.store_height * spec.channels:
                 raise UserError(f"{where}: raw image has {len(data)} bytes, spec says {spec.store_width}x"
@@ -69,11 +70,8 @@ def check_example(serialized, spec, where):
 
 def inspect(root, samples=0):
     """Validate the dataset at `root`; -> (manifest, {split: set of labels}, [(text, image)] samples)."""
-    try:
-        manifest = Manifest.from_json(storage.read(storage.join(root, MANIFEST_NAME)).decode(), source=MANIFEST_NAME)
-    except FileNotFoundError:
-        raise ManifestError(f"{root}: no {MANIFEST_NAME}: not a finished dataset") from None
-    files = set(storage.list_files(root))
+    manifest = read_manifest(root)
+    files = {uri for uri, _ in storage.list(storage.join(root, ""))}
     labels, gallery = {}, []
     for split, info in manifest.splits.items():
         expected = {storage.join(root, s.path) for s in info.shards}
@@ -117,31 +115,15 @@ def summary(root, manifest, labels):
     return "\n".join(lines)
 
 
-def contact_sheet(gallery, path, columns=8):
-    """A grid of images, each captioned with its label (train first, then validation, test)."""
-    w, h = gallery[0][1].size
-    caption = 14
-    sheet = Image.new("RGB", (columns * (w + 4), -(-len(gallery) // columns) * (h + caption + 4)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for i, (text, image) in enumerate(gallery):
-        x, y = (i % columns) * (w + 4), (i // columns) * (h + caption + 4)
-        sheet.paste(image.convert("RGB"), (x + 2, y + 2))
-        draw.text((x + 2, y + h + 3), text, fill="black")
-    with FileSystems.create(path) as f:
-        buf = io.BytesIO()
-        sheet.save(buf, format="PNG")
-        f.write(buf.getvalue())
-
-
 @exits_on_user_error
 def main(argv=None):
-    args, options = parse_args(argv)
-    FileSystems.set_options(options)
+    args = parse_args(argv)
+    storage.configure(storage.s3_settings(vars(args)))
     root = args.dataset.rstrip("/")
     manifest, labels, gallery = inspect(root, args.samples if args.contact_sheet else 0)
     print(summary(root, manifest, labels))
     if args.contact_sheet and gallery:
-        contact_sheet(gallery, args.contact_sheet)
+        storage.write_atomic(args.contact_sheet, contact_sheet([(image, text) for text, image in gallery], SHEET_COLUMNS))
         print(f"contact sheet: {args.contact_sheet} ({len(gallery)} images)")
     print(f"ok: {sum(i.examples for i in manifest.splits.values())} examples match {MANIFEST_NAME}")
     return 0

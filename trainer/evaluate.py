@@ -15,10 +15,10 @@ import numpy as np  # noqa: E402
 
 from tfrecord import sagemaker  # noqa: E402
 from tfrecord.channels import channel  # noqa: E402
+from tfrecord.contact_sheet import contact_sheet  # noqa: E402
 from tfrecord.errors import SpecError, exits_on_user_error  # noqa: E402
-from tfrecord.manifest import load_manifest  # noqa: E402
+from tfrecord.manifest import locate_manifest  # noqa: E402
 from trainer import export  # noqa: E402
-from trainer.train import manifest_path  # noqa: E402
 
 
 def parse_args(argv):
@@ -71,23 +71,12 @@ def evaluate(model, spec, dataset, gallery_size):
 
 def save_gallery(errors, path, columns=4):
     """A contact sheet of misread images captioned `truth -> prediction (confidence)`."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
-    if not errors:
-        errors = []
-    h, w = (errors[0][0].shape[:2] if errors else (40, 200))
-    caption = 14
-    rows = max(1, -(-len(errors) // columns))
-    sheet = Image.new("RGB", (columns * w, rows * (h + caption)), "white")
-    draw = ImageDraw.Draw(sheet)
-    if not errors:
-        draw.text((4, 4), "no errors", fill="black")
-    for k, (pixels, truth, predicted, confidence) in enumerate(errors):
-        x, y = (k % columns) * w, (k // columns) * (h + caption)
-        image = Image.fromarray((np.squeeze(pixels) * 255).astype(np.uint8))
-        sheet.paste(image.convert("RGB"), (x, y))
-        draw.text((x + 2, y + h), f"{truth} -> {predicted} ({confidence:.2f})", fill="red")
-    sheet.save(path)
+    tiles = [(Image.fromarray((np.squeeze(pixels) * 255).astype(np.uint8)), f"{truth} -> {predicted} ({confidence:.2f})")
+             for pixels, truth, predicted, confidence in errors]
+    with open(path, "wb") as f:
+        f.write(contact_sheet(tiles, columns, color="red", empty="no errors", image_size=(200, 40)))
 
 
 def save_samples(dataset, spec, folder, count):
@@ -106,7 +95,7 @@ def save_samples(dataset, spec, folder, count):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     model, spec = export.load(args.model_dir)
-    manifest = load_manifest(manifest_path(args.manifest, args.data))
+    manifest = locate_manifest(args.manifest, args.data, "--data")
     if manifest.spec != spec:
         raise SpecError(f"model spec ({spec.describe()}) does not match the dataset's ({manifest.spec.describe()})")
     dataset = channel(args.channel, spec, args.batch_size, path=args.data, deterministic=True)

@@ -19,7 +19,7 @@ import tensorflow as tf  # noqa: E402
 from tfrecord import sagemaker  # noqa: E402
 from tfrecord.channels import channel  # noqa: E402
 from tfrecord.errors import ManifestError, SpecError, exits_on_user_error  # noqa: E402
-from tfrecord.manifest import MANIFEST_NAME, load_manifest  # noqa: E402
+from tfrecord.manifest import locate_manifest  # noqa: E402
 from tfrecord.spec import CaptchaSpec  # noqa: E402
 from trainer import export, metric_lines  # noqa: E402
 from trainer.model import build_model, compile_model  # noqa: E402
@@ -48,16 +48,6 @@ def parse_args(argv):
     for field in SPEC_FIELDS:  # the model's spec; each defaults to the dataset's
         p.add_argument(f"--{field}", type=int if field in ("length", "width", "height") else str)
     return p.parse_args(argv)
-
-
-def manifest_path(flag, split_dir):
-    """dataset.json: the flag, else the SageMaker `meta` channel, else beside the split dir."""
-    if flag:
-        return flag
-    meta = sagemaker.channel_dir("meta")
-    if os.path.exists(os.path.join(meta, MANIFEST_NAME)):
-        return meta
-    return os.path.join(os.path.dirname(os.path.abspath(split_dir)), MANIFEST_NAME)
 
 
 def model_spec(args, dataset_spec, checkpoint_dir):
@@ -131,7 +121,7 @@ def schedule(args, steps_per_epoch):
 @exits_on_user_error
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    manifest = load_manifest(manifest_path(args.manifest, args.train))
+    manifest = locate_manifest(args.manifest, args.train, "--train")
     for split in ("train", "validation"):
         if not manifest.split(split).examples:
             raise ManifestError(f"dataset has no {split} examples")
