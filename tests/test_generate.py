@@ -117,7 +117,7 @@ def test_plan_version_is_recorded_and_a_dataset_of_the_old_plans_counts_as_diffe
     assert manifest["options"]["plan_version"] == 2
     del manifest["options"]["plan_version"]  # as datasets of plan version 1 were written
     path.write_text(json.dumps(manifest))
-    assert "plan_version" not in load_manifest(str(tmp_path)).options  # still readable
+    assert "plan_version" not in read_manifest(str(tmp_path)).options  # still readable
     assert generate.main(["--output", str(tmp_path), *SMALL]) == 2
     assert "already holds a different dataset" in capsys.readouterr().err
 

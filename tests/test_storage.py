@@ -48,7 +48,10 @@ def gen(location, *flags):
     return generate.main(["--output", location.uri, *SMALL, *location.flags, *flags])
 
 
-def one_line(capsys):
+def refused(location, capsys, *flags):
+    """Run generate expecting a refusal: exit status 2 and one line on stderr, which is returned."""
+    capsys.readouterr()
+    assert gen(location, *flags) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     return err
@@ -78,8 +81,7 @@ def test_the_api_on_both(location):
 def test_an_existing_dataset_is_refused_and_kept(location, capsys):
     assert gen(location) == 0
     before = location.tree()
-    assert gen(location, "--seed", "7") == 2
-    assert "already holds a different dataset; pass --overwrite" in one_line(capsys)
+    assert "already holds a different dataset; pass --overwrite" in refused(location, capsys, "--seed", "7")
     assert location.tree() == before
     assert gen(location) == 0  # the same options: rewrites identical bytes
     assert location.tree() == before
@@ -102,8 +104,8 @@ def test_shards_without_a_manifest_are_refused_then_overwritten(location, capsys
     storage.configure(location.settings)
     storage.delete([storage.join(location.uri, "dataset.json")])
     before = location.tree()
-    assert gen(location, "--num-shards", "1") == 2
-    assert "holds shards but no dataset.json (an interrupted run?); pass --overwrite" in one_line(capsys)
+    assert "holds shards but no dataset.json (an interrupted run?); pass --overwrite" in refused(
+        location, capsys, "--num-shards", "1")
     assert location.tree() == before
     assert gen(location, "--num-shards", "1", "--overwrite") == 0
     assert len(shards(location.tree())) == 3  # not the old -of-00002 beside the new -of-00001
@@ -115,8 +117,8 @@ def test_files_that_are_not_part_of_the_dataset_are_refused_never_deleted(locati
     assert gen(location) == 0
     location.put(foreign, b"mine")
     before = location.tree()
-    assert gen(location, "--seed", "7", "--overwrite") == 2
-    assert f"{foreign}, which is not part of the dataset in dataset.json" in one_line(capsys)
+    assert f"{foreign}, which is not part of the dataset in dataset.json" in refused(
+        location, capsys, "--seed", "7", "--overwrite")
     assert location.tree() == before
 
 
@@ -124,8 +126,7 @@ def test_foreign_files_beside_an_interrupted_run_are_refused(location, capsys):
     location.put("train/train-00000-of-00002.tfrecord", b"half")
     location.put("train/my-own-data.tfrecord", b"mine")
     before = location.tree()
-    assert gen(location, "--overwrite") == 2
-    assert "train/my-own-data.tfrecord, which is not part of a dataset" in one_line(capsys)
+    assert "train/my-own-data.tfrecord, which is not part of a dataset" in refused(location, capsys, "--overwrite")
     assert location.tree() == before
 
 
