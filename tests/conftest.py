@@ -96,3 +96,28 @@ TINY = ("-d", "--length", "2", "--width", "40", "--height", "24", "--train-examp
 def tiny_dataset(make_dataset):
     """A small digits dataset (length 2, 40x24 grayscale): train 120, validation 32, test 32, 3 shards each."""
     return make_dataset(*TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tiny_dataset):
+    """A model trained for one epoch on tiny_dataset and exported: its model dir (for predict and serve)."""
+    from trainer import train
+    from trainer_data import train_args
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    assert train.main(train_args(tiny_dataset, out, "--epochs", "1")) == 0
+    return out / "model"
+
+
+@pytest.fixture(scope="session")
+def png_bomb():
+    """A 388 KB PNG of 20000x20000 zero pixels: 400 MB once decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    rows = zlib.compressobj(9)
+    pixels = b"".join(rows.compress(b"\0" * 20001) for _ in range(20000)) + rows.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))

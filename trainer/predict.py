@@ -1,10 +1,14 @@
 """Read captchas: image files or folders -> text and confidence per image, with the exported SavedModel.
 
-Files named like the seed's (`<label>_<uuid>.png`) also count toward an accuracy line. A file that is
-not an image of the model's size gets a one-line error; the rest are still predicted.
+Files named like the seed's (`<label>_<uuid>.png`) also count toward an accuracy line. Each file the
+model does not read (see `trainer.images`: not a PNG/JPEG of the model's size, unreadable, undecodable)
+gets its own `error:` line and the rest are still predicted; the exit status is then 1.
 """
 import argparse
+import collections
 import os
+import re
+import stat
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -13,7 +17,8 @@ import tensorflow as tf  # noqa: E402
 
 from tfrecord import sagemaker  # noqa: E402
 from tfrecord.errors import UserError, exits_on_user_error  # noqa: E402
-from trainer import export  # noqa: E402
+from tfrecord.spec import label_from_filename  # noqa: E402
+from trainer import export, images  # noqa: E402
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -27,59 +32,96 @@ def parse_args(argv):
 
 
 def image_files(paths):
+    """The files to read: each path, or a folder's image-named entries; a path that is neither is a UserError."""
+    files = []
     for path in paths:
         if os.path.isdir(path):
-            yield from sorted(os.path.join(path, n) for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
-        elif os.path.exists(path):
-            yield path
+            try:
+                names = os.listdir(path)
+            except OSError as e:
+                raise UserError(f"{path}: {e.strerror}") from None
+            files += sorted(os.path.join(path, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+        elif os.path.lexists(path):
+            files.append(path)
         else:
             raise UserError(f"{path}: no such file or folder")
+    return files
 
 
-def check_image(data, spec):
-    """None if `data` is a PNG/JPEG of the spec's size, else why not."""
+def read_image(path, spec):
+    """(bytes, None) for a file the model reads, else (None, why not); never blocks or reads without bound."""
     try:
-        shape = tf.io.decode_image(data, expand_animations=False).shape
-    except (tf.errors.InvalidArgumentError, ValueError):
-        return "not a PNG or JPEG image"
-    if (shape[0], shape[1]) != (spec.height, spec.width):
-        return f"image is {shape[1]}x{shape[0]}, the model reads {spec.width}x{spec.height}"
-    return None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO named x.png must not block
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None, "not a regular file"
+            data = f.read(images.MAX_IMAGE_BYTES + 1)
+    except OSError as e:
+        return None, e.strerror
+    problem = images.refusal(data, spec)
+    return (None, problem) if problem else (data, None)
+
+
+def predict_each(signature, image_bytes):
+    """Run the bytes signature: per image, (text, confidence, probabilities) or the reason it could not be
+    decoded. One call for a clean batch; a batch that fails is retried image by image to find the culprits."""
+    try:
+        out = signature(image_bytes=tf.constant(image_bytes))
+    except tf.errors.InvalidArgumentError as e:
+        if len(image_bytes) == 1:
+            return ["could not decode: " + re.sub(r"\{\{.*?\}\}\s*", "", e.message).splitlines()[0]]
+        return [result for one in image_bytes for result in predict_each(signature, [one])]
+    return list(zip([t.decode() for t in out["text"].numpy()], out["confidence"].numpy().tolist(),
+                    out["probabilities"].numpy().tolist()))
 
 
 def seed_label(path, spec):
-    """The label in a seed-style file name `<label>_<uuid>.png`, if it is one."""
-    label = os.path.basename(path).split("_", 1)[0]
-    return label if "_" in os.path.basename(path) and len(label) == spec.length and set(label) <= set(spec.alphabet) else None
+    """The label in a seed-style file name `<label>_<id>.png` (written by `label_to_filename`), if it is one."""
+    part, underscore, _ = os.path.basename(path).partition("_")
+    label = label_from_filename(part)
+    return label if underscore and len(label) == spec.length and set(label) <= set(spec.alphabet) else None
 
 
 @exits_on_user_error
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    files = image_files(args.paths)
     model, spec = export.load(args.model_dir)
-    predict = model.signatures["serving_default"]
-    good, failed, labelled, right = [], 0, 0, 0
-    for path in image_files(args.paths):
-        with open(path, "rb") as f:
-            data = f.read()
-        problem = check_image(data, spec)
-        if problem:
-            print(f"error: {path}: {problem}", file=sys.stderr)
-            failed += 1
-        else:
-            good.append((path, data))
-    for start in range(0, len(good), args.batch_size):
-        batch = good[start:start + args.batch_size]
-        out = predict(image_bytes=tf.constant([data for _, data in batch]))
-        for (path, _), text, confidence in zip(batch, out["text"].numpy(), out["confidence"].numpy()):
-            text, truth = text.decode(), seed_label(path, spec)
+    signature = model.signatures["serving_default"]
+    counts = collections.Counter()
+
+    def error(path, reason):
+        print(f"error: {path}: {reason}", file=sys.stderr, flush=True)
+        counts["failed"] += 1
+
+    def predict_batch(batch):
+        for (path, _), result in zip(batch, predict_each(signature, [data for _, data in batch])):
+            if isinstance(result, str):
+                error(path, result)
+                continue
+            (text, confidence, _), truth = result, seed_label(path, spec)
             mark = "" if truth is None else ("  ok" if truth == text else f"  WRONG (truth {truth})")
-            labelled, right = labelled + (truth is not None), right + (truth == text)
-            print(f"{path}\t{text}\t{confidence:.3f}{mark}")
-    if labelled:
-        print(f"accuracy={right / labelled:.4f} ({right}/{labelled} labelled files)")
-    print(f"predicted {len(good)} file(s), {failed} error(s)")
-    return 1 if failed else 0
+            counts.update(predicted=1, labelled=truth is not None, right=truth == text)
+            print(f"{path}\t{text}\t{confidence:.3f}{mark}", flush=True)
+
+    batch = []
+    for path in files:
+        data, problem = read_image(path, spec)
+        if problem:
+            error(path, problem)
+            continue
+        batch.append((path, data))
+        if len(batch) == args.batch_size:
+            predict_batch(batch)
+            batch = []
+    if batch:
+        predict_batch(batch)
+    if counts["labelled"]:
+        print(f"accuracy={counts['right'] / counts['labelled']:.4f} ({counts['right']}/{counts['labelled']} labelled files)")
+    print(f"predicted {counts['predicted']} file(s), {counts['failed']} error(s)")
+    return 1 if counts["failed"] else 0
 
 
 if __name__ == "__main__":
