@@ -109,6 +109,37 @@ def tiny_model(tmp_path_factory, tiny_dataset):
     return out / "model"
 
 
+@pytest.fixture(scope="module")
+def start_server(tmp_path_factory):
+    """start_server(model_dir, *flags) -> (url, process) of `serve` in a fresh process once it answers /ping;
+    each is stopped after the module."""
+    import requests
+
+    started = []
+
+    def start(model_dir, *flags):
+        port, log = _free_port(), tmp_path_factory.mktemp("serve") / "stderr"
+        url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen([sys.executable, "-m", "trainer.serve", str(model_dir), "--port", str(port), *flags],
+                                stdout=subprocess.DEVNULL, stderr=log.open("w"))
+        started.append(proc)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/ping", timeout=1).status_code == 200:
+                    return url, proc
+            except requests.RequestException:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"serve did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.3)
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def png_bomb():
     """A 388 KB PNG of 20000x20000 zero pixels: 400 MB once decoded."""

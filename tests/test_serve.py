@@ -1,9 +1,7 @@
 """`serve` over real HTTP (waitress in a fresh process, `requests` as the client), bad requests included;
 `launch invoke --url` against it; `launch deploy/delete` against moto's SageMaker API."""
 import base64
-import subprocess
-import sys
-import time
+import socket
 
 import boto3
 import pytest
@@ -12,41 +10,14 @@ import requests
 from beam_jobs.render import Renderer
 from launch import endpoints
 from tfrecord.spec import CaptchaSpec
-from trainer_data import train_args
-from conftest import _free_port
 
 SPEC = CaptchaSpec(alphabet="0123456789", length=2, width=40, height=24)
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_dataset):
-    from trainer import train
-
-    out = tmp_path_factory.mktemp("served")
-    assert train.main(train_args(tiny_dataset, out, "--epochs", "1")) == 0
-    return out / "model"
-
-
-@pytest.fixture(scope="module")
-def server(model_dir):
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "trainer.serve", str(model_dir), "--port", str(port),
-                             "--max-request-bytes", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"{url}/ping", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"serve did not start: {proc.stderr.read().decode()[-2000:]}")
-        time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+def server(tiny_model, start_server):
+    url, _ = start_server(tiny_model, "--max-request-bytes", "100000")
+    return url
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +46,43 @@ def test_json_and_raw_bodies(server, png):
     (b'{"instances": [{"b64": "%%%"}]}', "application/json", 400, "invalid base64"),
     (b'{"instances": [[0.1, 0.2]]}', "application/json", 400, "instance 0: expected"),
     (b'{"instances": [{"b64": "aGVsbG8="}]}', "application/json", 400, "not a PNG or JPEG"),
-    (b"\x89PNG\r\n\x1a\ntruncated", "image/png", 400, "could not decode"),
+    (b"\x89PNG\r\n\x1a\ntruncated", "image/png", 400, "truncated or malformed PNG"),
     (b"hello", "text/plain", 415, "unsupported content type"),
-    (b"\x89PNG" + b"0" * 200_000, "image/png", 413, "larger than"),
+    (b"\x89PNG" + b"0" * 200_000, "image/png", 413, "Request Entity Too Large"),
 ])
 def test_bad_requests_get_4xx_with_a_reason(server, body, content_type, status, reason):
     r = requests.post(f"{server}/invocations", data=body, headers={"Content-Type": content_type})
-    assert r.status_code == status
-    assert reason in r.text
+    assert r.status_code == status and r.headers["Content-Type"] == "application/json"
+    assert reason in r.json()["error"]
     assert requests.get(f"{server}/ping").status_code == 200  # still serving
 
 
 def test_unknown_route(server):
-    assert requests.get(f"{server}/nope").status_code == 404
-    assert requests.get(f"{server}/invocations").status_code == 405
+    for r, status in (requests.get(f"{server}/nope"), 404), (requests.get(f"{server}/invocations"), 405):
+        assert r.status_code == status and "use GET /ping or POST /invocations" in r.json()["error"]
+
+
+def test_our_own_faults_are_json_500s(tiny_model, png, monkeypatch):
+    from trainer import predict, serve
+
+    def broken(*_):
+        raise RuntimeError("a bug")
+
+    client = serve.create_app(str(tiny_model)).test_client()
+    monkeypatch.setattr(predict, "predict_each", broken)
+    r = client.post("/invocations", data=png, content_type="image/png")
+    assert r.status_code == 500 and r.json == {"error": "internal error: RuntimeError"}
+
+
+def test_port_out_of_range_or_in_use_is_one_line(tmp_path, capsys):
+    from trainer import serve
+
+    assert serve.main([str(tmp_path), "--port", "99999"]) == 2
+    assert capsys.readouterr().err == "error: --port 99999: not a TCP port (1-65535)\n"
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert serve.main([str(tmp_path), "--port", str(port)]) == 2
+    assert capsys.readouterr().err == f"error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
 
 
 def test_invoke_against_local_serve(server, png, tmp_path, capsys):
