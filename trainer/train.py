@@ -1,15 +1,22 @@
 """Train the captcha CNN: `python -m trainer.train` / `captcha-pipeline train` (SageMaker script mode).
 
 Channels `train` and `validation` (File, FastFile or Pipe, picked by `tfrecord.channels.channel`) and
-`meta` (File mode, holds dataset.json). Runs locally with explicit flags and no SM_* variables.
-Resumes from `--checkpoint-dir` after an interruption; exports to `--model-dir` (see trainer.export).
+`meta` (File mode, holds dataset.json). Runs locally with explicit flags and no SM_* variables, or on
+several SageMaker hosts (trainer.distribute). Every host runs the same number of steps per epoch
+(train examples // global batch), drawn from one endless stream of its own data; every host validates
+on all of the validation data; host 0, the chief, prints the metric lines, checkpoints and exports.
+Resumes from `--checkpoint-dir` after an interruption; SIGTERM saves a checkpoint, then exits 143.
 """
 import argparse
 import importlib.util
 import json
 import os
+import re
+import signal
 import sys
+import threading
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -18,14 +25,17 @@ import tensorflow as tf  # noqa: E402
 
 from tfrecord import sagemaker  # noqa: E402
 from tfrecord.channels import channel  # noqa: E402
-from tfrecord.errors import ManifestError, SpecError, exits_on_user_error  # noqa: E402
+from tfrecord.errors import ManifestError, SpecError, UserError, embedded_user_error, exits_on_user_error  # noqa: E402
 from tfrecord.manifest import locate_manifest  # noqa: E402
 from tfrecord.spec import CaptchaSpec  # noqa: E402
-from trainer import export, metric_lines  # noqa: E402
+from trainer import checkpoint, distribute, export, metric_lines  # noqa: E402
 from trainer.model import build_model, compile_model  # noqa: E402
 
-WORKER_PORT = 2222
 SPEC_FIELDS = ("alphabet", "length", "width", "height", "mode")
+MONITOR = "val_sequence_accuracy"
+INTERRUPTED = 128 + signal.SIGTERM  # exit status after a SIGTERM (checkpoint saved), as a shell reports it
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+               tf.errors.CancelledError)
 
 
 def parse_args(argv):
@@ -37,17 +47,33 @@ def parse_args(argv):
     p.add_argument("--output-data-dir", default=sagemaker.output_data_dir(), help="TensorBoard logs go here")
     p.add_argument("--checkpoint-dir", default=sagemaker.checkpoint_dir())
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64, help="global batch size")
+    p.add_argument("--batch-size", type=int, default=64, help="global batch size (all hosts and devices)")
     p.add_argument("--learning-rate", type=float, default=3e-3, help="peak of the warmup + cosine schedule")
     p.add_argument("--warmup-epochs", type=float, default=0.5)
     p.add_argument("--patience", type=int, default=3, help="early stopping on val_sequence_accuracy")
     p.add_argument("--scale", type=float, default=0.5, help="input downscaling inside the model")
     p.add_argument("--shuffle-buffer", type=int, default=2048)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", type=int, default=0, help="Keras progress bar (0: metric lines only)")
+    p.add_argument("--cpu-devices", type=int, default=0,
+                   help="split this host's CPU into N logical devices (MirroredStrategy over them)")
+    p.add_argument("--mixed-precision", choices=("auto", "on", "off"), default="auto",
+                   help="mixed_float16 (auto: when a GPU is present)")
+    p.add_argument("--cluster-timeout", type=float, default=900, help="seconds to wait for all hosts to join")
     for field in SPEC_FIELDS:  # the model's spec; each defaults to the dataset's
         p.add_argument(f"--{field}", type=int if field in ("length", "width", "height") else str)
     return p.parse_args(argv)
+
+
+def check_args(args):
+    """Out-of-range numbers: one line each, before anything starts."""
+    for name, low in (("batch_size", 1), ("epochs", 1), ("patience", 0), ("shuffle_buffer", 0), ("cpu_devices", 0)):
+        if getattr(args, name) < low:
+            raise UserError(f"--{name.replace('_', '-')} must be at least {low} (got {getattr(args, name)})")
+    for name in ("learning_rate", "scale", "cluster_timeout"):
+        if not getattr(args, name) > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
+    if not args.warmup_epochs >= 0:
+        raise UserError(f"--warmup-epochs must be at least 0 (got {args.warmup_epochs})")
 
 
 def model_spec(args, dataset_spec, checkpoint_dir):
@@ -67,47 +93,23 @@ def model_spec(args, dataset_spec, checkpoint_dir):
     return spec
 
 
-def strategy():
-    """MultiWorkerMirrored across SageMaker hosts, Mirrored across local GPUs, else the default."""
-    current, hosts = sagemaker.hosts()
-    if len(hosts) > 1:
-        os.environ["TF_CONFIG"] = json.dumps({
-            "cluster": {"worker": [f"{h}:{WORKER_PORT}" for h in hosts]},
-            "task": {"type": "worker", "index": hosts.index(current)}})
-        return tf.distribute.MultiWorkerMirroredStrategy(), hosts.index(current), len(hosts)
-    if len(tf.config.list_physical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy(), 0, 1
-    return tf.distribute.get_strategy(), 0, 1
+def check_checkpoint(checkpoint_dir, fingerprint):
+    """A checkpoint dir holds one training run: refuse to continue (or re-export) one made on other data."""
+    saved = checkpoint.load_progress(checkpoint_dir)
+    if saved and saved.dataset != fingerprint:
+        raise UserError(f"checkpoint dir {checkpoint_dir} holds training on another dataset "
+                        f"(fingerprint {saved.dataset}, this one {fingerprint}): use an empty checkpoint dir")
 
 
-def datasets(args, spec, worker, workers):
-    shard = {"num_workers": workers, "worker_index": worker} if workers > 1 else {}
-    train = channel("train", spec, args.batch_size, path=args.train, shuffle_buffer=args.shuffle_buffer,
-                    seed=args.seed, **shard)
-    validation = channel("validation", spec, args.batch_size, path=args.validation, **shard)
+def datasets(args, spec, cluster):
+    """This host's endless train stream (its 1/n of the global batch) and all of the validation split."""
+    train = channel("train", spec, args.batch_size // cluster.workers, path=args.train, repeat=True,
+                    shuffle_buffer=args.shuffle_buffer, seed=args.seed,
+                    num_workers=cluster.workers, worker_index=cluster.worker)
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return (train.prefetch(tf.data.AUTOTUNE).with_options(options),
-            validation.prefetch(tf.data.AUTOTUNE).with_options(options))
-
-
-class MetricLines(keras.callbacks.Callback):
-    """Prints `epoch=N name=value ...` per epoch (SageMaker metric definitions parse these)."""
-
-    def __init__(self, train_examples):
-        super().__init__()
-        self.train_examples = train_examples
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start, self.train_seconds = time.perf_counter(), None
-
-    def on_test_begin(self, logs=None):
-        self.train_seconds = self.train_seconds or time.perf_counter() - self.start
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = self.train_seconds or time.perf_counter() - self.start
-        logs = dict(logs or {}, examples_per_sec=self.train_examples / seconds)
-        print(metric_lines.metric_line(epoch + 1, logs), flush=True)
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # sharded above
+    validation = channel("validation", spec, args.batch_size, path=args.validation, deterministic=True)
+    return cluster.strategy.experimental_distribute_dataset(train.with_options(options)), validation
 
 
 def schedule(args, steps_per_epoch):
@@ -118,44 +120,199 @@ def schedule(args, steps_per_epoch):
         warmup_target=args.learning_rate, warmup_steps=warmup)
 
 
+def step_function(model, strategy):
+    """One training step on every replica (the compiled model's own train_step: loss, gradients all-reduced
+    by the optimizer, metrics); returns how many replicas were asked to stop (SIGTERM), the same on all hosts."""
+    @tf.function
+    def step(iterator, stop):
+        def replica_step(data, stop):
+            model.train_step(data)
+            return tf.distribute.get_replica_context().all_reduce("sum", tf.identity(stop))
+        return strategy.experimental_local_results(strategy.run(replica_step, args=(next(iterator), stop)))[0]
+    return step
+
+
+def statistics_function(model, strategy):
+    """Average BatchNorm's moving statistics over all replicas (each host updates its own from its own
+    batches), so that every host validates, and the chief exports, the same model."""
+    stats = [w for w in model.non_trainable_weights if "float" in str(w.dtype)]
+
+    @tf.function
+    def average():
+        def replica_average():
+            means = tf.distribute.get_replica_context().all_reduce("mean", [tf.identity(w.value) for w in stats])
+            for variable, mean in zip(stats, means):
+                variable.assign(mean)
+        strategy.run(replica_average)
+    return average
+
+
+class Interrupted(Exception):
+    """SIGTERM reached at least one host; the checkpoint is saved."""
+
+
+class PeerLost(Exception):
+    """A collective with the other hosts failed: one of them stopped."""
+
+
+def peer_lost(error, cluster):
+    """One line from TensorFlow's error for a failed collective, naming the other hosts it names."""
+    text = getattr(error, "message", str(error))
+    named = [cluster.hosts[i] for i in sorted({int(i) for i in re.findall(r"/task:(\d+)", text)})
+             if i != cluster.worker and i < cluster.workers]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(("Detected", " ", "\t"))]
+    reason = next((line for line in lines if "unhealthy" in line or "aborted" in line.lower()), lines[0] if lines else "")
+    who = f"host {', '.join(named)}" if named else "another host"
+    return f"lost {who}: {type(error).__name__}: {reason}"
+
+
+def train(args, manifest, spec, cluster, stop_requested):
+    strategy, global_batch = cluster.strategy, args.batch_size
+    if global_batch % strategy.num_replicas_in_sync:
+        raise UserError(f"--batch-size {global_batch} is not a multiple of the {strategy.num_replicas_in_sync} "
+                        f"replicas ({cluster.workers} host(s))")
+    steps = manifest.split("train").examples // global_batch
+    if not steps:
+        raise UserError(f"--batch-size {global_batch} is larger than the {manifest.split('train').examples} train examples")
+    fingerprint = checkpoint.dataset_fingerprint(manifest)
+    keras.utils.set_random_seed(args.seed)
+    with strategy.scope():
+        model = compile_model(build_model(spec, scale=args.scale), schedule(args, steps))
+        model.optimizer.build(model.trainable_variables)  # before the first step: replicas cannot create it
+    plain = compile_model(build_model(spec, scale=args.scale), args.learning_rate)  # validates and exports
+    train_data, validation = datasets(args, spec, cluster)
+    progress, best = checkpoint.Progress(dataset=fingerprint), None
+    if checkpoint.load_progress(args.checkpoint_dir):
+        progress, best = checkpoint.restore(args.checkpoint_dir, model)
+    step, average_statistics = step_function(model, strategy), statistics_function(model, strategy)
+    total = distribute.sum_function(strategy)
+    position = progress.epoch * steps + progress.step
+    if total(tf.constant(position, tf.float64)) != position * strategy.num_replicas_in_sync:
+        raise UserError(f"the hosts start from different checkpoints (this one: {progress.epoch} epochs and "
+                        f"{progress.step} steps done): give every host the same checkpoint dir contents")
+    if cluster.chief:
+        print(f"training on {manifest.split('train').examples} examples ({spec.describe()}), validating on "
+              f"{manifest.split('validation').examples}; {cluster.workers} host(s), {strategy.num_replicas_in_sync} "
+              f"replica(s), {steps} steps of {global_batch} per epoch", flush=True)
+        os.makedirs(args.checkpoint_dir, exist_ok=True)
+        with open(os.path.join(args.checkpoint_dir, "captcha_spec.json"), "w") as f:
+            json.dump(spec.to_dict(), f)
+        if progress.epoch or progress.step:
+            print(f"resuming after epoch {progress.epoch}" + (f" and step {progress.step} of epoch {progress.epoch + 1}" if progress.step else ""),
+                  flush=True)
+    callbacks = keras.callbacks.CallbackList(tensorboard(args) if cluster.chief else [], model=model)
+
+    def save():
+        if cluster.chief:
+            checkpoint.save(args.checkpoint_dir, progress, model, best)
+
+    steps_run, iterator = 0, iter(train_data)
+    callbacks.on_train_begin()
+    try:
+        while progress.epoch < args.epochs and not progress.stopped:
+            epoch = progress.epoch
+            callbacks.on_epoch_begin(epoch)
+            start, first = time.perf_counter(), progress.step
+            for progress.step in range(first, steps):
+                if step(iterator, tf.constant(float(stop_requested.is_set()))):
+                    progress.step += 1
+                    save()
+                    raise Interrupted(f"in epoch {epoch + 1} after step {progress.step} of {steps}")
+                steps_run += 1
+            seconds = time.perf_counter() - start
+            logs = {name: float(value) for name, value in model.get_metrics_result().items()}  # all hosts' batches
+            model.reset_metrics()
+            average_statistics()
+            plain.set_weights(model.get_weights())
+            with warnings.catch_warnings():  # Keras warns at the end of any dataset of unknown length
+                warnings.filterwarnings("ignore", "Your input ran out of data")
+                logs.update({f"val_{k}": v for k, v in plain.evaluate(validation, verbose=0, return_dict=True).items()})
+            logs["examples_per_sec"] = (steps - first) * global_batch / seconds
+            if progress.best is None or logs[MONITOR] > progress.best:
+                progress.best, progress.best_epoch, progress.wait, best = logs[MONITOR], epoch, 0, plain.get_weights()
+            else:
+                progress.wait += 1
+            flags = total(tf.constant([float(progress.wait >= max(1, args.patience)), float(stop_requested.is_set())]))
+            progress.epoch, progress.step, progress.stopped = epoch + 1, 0, bool(flags[0])
+            save()
+            if cluster.chief:
+                print(metric_lines.metric_line(epoch + 1, logs), flush=True)
+            callbacks.on_epoch_end(epoch, logs)
+            if flags[1]:
+                raise Interrupted(f"after epoch {epoch + 1}")
+    except PEER_ERRORS as e:
+        if cluster.workers == 1:
+            raise
+        raise PeerLost(peer_lost(e, cluster)) from None
+    callbacks.on_train_end()
+    if progress.stopped and cluster.chief:
+        print(f"early stopping: no better {MONITOR} for {progress.wait} epochs; best epoch {progress.best_epoch + 1}",
+              flush=True)
+    plain.set_weights(best or model.get_weights())
+    return plain, steps_run
+
+
+def tensorboard(args):
+    if importlib.util.find_spec("tensorboard"):  # in the SageMaker TF container; optional locally
+        return [keras.callbacks.TensorBoard(os.path.join(args.output_data_dir, "tensorboard"))]
+    print("tensorboard is not installed: no TensorBoard logs", flush=True)
+    return []
+
+
+class StopRequest:
+    """SIGTERM (SageMaker stopping the job, a spot interruption) sets a flag the training loop checks."""
+
+    def __enter__(self):
+        self.event = threading.Event()
+        self.previous = signal.signal(signal.SIGTERM, lambda *_: self.event.set())
+        return self.event
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self.previous)
+
+
 @exits_on_user_error
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(parse_args(sys.argv[1:] if argv is None else argv))
+    except Exception as e:  # the reason SageMaker shows for the failed job
+        message = str(e) if isinstance(e, UserError) else embedded_user_error(e)
+        if message:
+            distribute.write_failure(message)
+        raise
+
+
+def run(args):
+    check_args(args)
     manifest = locate_manifest(args.manifest, args.train, "--train")
     for split in ("train", "validation"):
         if not manifest.split(split).examples:
             raise ManifestError(f"dataset has no {split} examples")
     spec = model_spec(args, manifest.spec, args.checkpoint_dir)
-    keras.utils.set_random_seed(args.seed)
-    if tf.config.list_physical_devices("GPU"):
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    strat, worker, workers = strategy()
-    train, validation = datasets(args, spec, worker, workers)
-    train_examples = manifest.split("train").examples // workers
-    steps = -(-train_examples // (args.batch_size // workers or 1))
-    print(f"training on {manifest.split('train').examples} examples ({spec.describe()}), "
-          f"validating on {manifest.split('validation').examples}; {workers} worker(s), "
-          f"{strat.num_replicas_in_sync} replica(s)", flush=True)
-    with strat.scope():
-        model = compile_model(build_model(spec, scale=args.scale), schedule(args, steps))
-    os.makedirs(args.checkpoint_dir, exist_ok=True)
-    with open(os.path.join(args.checkpoint_dir, "captcha_spec.json"), "w") as f:
-        json.dump(spec.to_dict(), f)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(args.checkpoint_dir, double_checkpoint=True, delete_checkpoint=False),
-        keras.callbacks.EarlyStopping("val_sequence_accuracy", mode="max", patience=args.patience,
-                                      restore_best_weights=True),
-        MetricLines(train_examples),
-    ]
-    if importlib.util.find_spec("tensorboard"):  # in the SageMaker TF container; optional locally
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output_data_dir, "tensorboard")))
-    else:
-        print("tensorboard is not installed: no TensorBoard logs", flush=True)
-    model.fit(train, validation_data=validation, epochs=args.epochs, callbacks=callbacks, verbose=args.verbose)
-    model_dir = args.model_dir if worker == 0 else os.path.join(args.output_data_dir, f"worker-{worker}")
-    path = export.export(model, spec, model_dir)
-    print(f"exported {path}", flush=True)
+    check_checkpoint(args.checkpoint_dir, checkpoint.dataset_fingerprint(manifest))
+    cluster = distribute.connect(cpu_devices=args.cpu_devices, timeout=args.cluster_timeout)
+    distribute.set_precision(args.mixed_precision)
+    print(f"{cluster.describe()}; {keras.mixed_precision.global_policy().name}", flush=True)
+    with StopRequest() as stop_requested:
+        try:
+            model, steps_run = train(args, manifest, spec, cluster, stop_requested)
+        except Interrupted as e:
+            saved = f"checkpoint saved in {args.checkpoint_dir}" if cluster.chief else "the chief saved the checkpoint"
+            return fail(f"interrupted by SIGTERM {e}; {saved}: run again with it to resume", INTERRUPTED)
+        except PeerLost as e:
+            return fail(str(e), 1)
+    if cluster.chief:
+        print(f"exported {export.export(model, spec, args.model_dir)}", flush=True)
+    if cluster.workers > 1:  # no host leaves before the chief has exported
+        distribute.sum_function(cluster.strategy)(tf.zeros([]))
+    print(f"host {cluster.host} trained {steps_run} steps", flush=True)
     return 0
+
+
+def fail(message, status):
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    distribute.write_failure(message)
+    return status
 
 
 if __name__ == "__main__":

@@ -1,0 +1,69 @@
+"""Training state in the checkpoint dir: one file, written by the chief, read by every host when it starts.
+
+`training_state.npz` holds the model's weights, the optimizer's variables (its step count included),
+the best weights so far (early stopping) and the progress as JSON: epochs done, steps done in the
+interrupted epoch, the early-stopping counters and the fingerprint of the dataset it was trained on.
+It is written under a temporary name and renamed, so a kill at any moment leaves the previous state.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+
+import numpy as np
+
+STATE_FILE = "training_state.npz"
+
+
+@dataclasses.dataclass
+class Progress:
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps completed in the next epoch (> 0 after an interruption mid-epoch)
+    best: float = None  # best val_sequence_accuracy so far, and its epoch (0-based)
+    best_epoch: int = -1
+    wait: int = 0  # epochs since the best one
+    stopped: bool = False  # early stopping ended the training
+    dataset: str = ""  # dataset_fingerprint() of the data it trains on
+
+
+def dataset_fingerprint(manifest):
+    return hashlib.sha256(manifest.to_json().encode()).hexdigest()[:16]
+
+
+def path(directory):
+    return os.path.join(directory, STATE_FILE)
+
+
+def save(directory, progress, model, best_weights):
+    arrays = {f"model/{i}": w for i, w in enumerate(model.get_weights())}
+    arrays.update({f"optimizer/{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
+    arrays.update({f"best/{i}": w for i, w in enumerate(best_weights or [])})
+    arrays["progress"] = np.array(json.dumps(dataclasses.asdict(progress)))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{STATE_FILE}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path(directory))
+
+
+def load_progress(directory):
+    """The saved Progress, or None when the directory holds no state."""
+    if not os.path.exists(path(directory)):
+        return None
+    with np.load(path(directory)) as state:
+        return Progress(**json.loads(str(state["progress"])))
+
+
+def restore(directory, model):
+    """Load weights and optimizer state into `model` (built); returns (Progress, best weights or None)."""
+    with np.load(path(directory)) as state:
+        progress = Progress(**json.loads(str(state["progress"])))
+        model.set_weights(_series(state, "model"))
+        for variable, value in zip(model.optimizer.variables, _series(state, "optimizer"), strict=True):
+            variable.assign(value)
+        return progress, _series(state, "best") or None
+
+
+def _series(state, prefix):
+    count = sum(1 for name in state.files if name.startswith(prefix + "/"))
+    return [state[f"{prefix}/{i}"] for i in range(count)]
