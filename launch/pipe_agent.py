@@ -82,17 +82,21 @@ def _object_payloads(uri, config):
             yield 0, gunzip.flush()
 
 
-def feed_pipe(channel, objects, config, progress, stop, errors):
-    """Epoch after epoch: create `<channel>_<epoch>`, stream the objects into it, close it."""
+def feed_pipe(channel, objects, config, progress, stop, errors, *, host_index=0, host_count=1, data_dir=None,
+              label=None):
+    """Epoch after epoch: create `<channel>_<epoch>` (in `data_dir`, default this process's container root),
+    stream this host's objects into it, close it. An error is appended to `errors` and stops every feeder;
+    `label` (default the channel) names the stream in progress lines and errors."""
+    label = label or channel
     try:
         epoch = 0
         while not stop.is_set():
-            path = sagemaker.fifo_path(channel, epoch)
+            path = sagemaker.fifo_path(channel, epoch, data_dir)
             os.mkfifo(path)
             fd = _open_fifo_for_writing(path, stop)
             if fd is None:
                 return
-            batch = objects_for_host(objects, config, epoch)
+            batch = objects_for_host(objects, config, epoch, host_index, host_count)
             total, done = sum(size for _, size in batch), 0
             with os.fdopen(fd, "wb") as pipe:
                 try:
@@ -100,11 +104,11 @@ def feed_pipe(channel, objects, config, progress, stop, errors):
                         for size, payload in _object_payloads(uri, config):
                             pipe.write(payload)
                             done += size
-                            progress.update(f"{channel}_{epoch}", done, total)
+                            progress.update(f"{label}_{epoch}", done, total)
                 except BrokenPipeError:  # the reader stopped early: this epoch's stream ends here
                     pass
-            progress.update(f"{channel}_{epoch}", done, total, final=True)
+            progress.update(f"{label}_{epoch}", done, total, final=True)
             epoch += 1
-    except Exception as e:  # reported by the main thread; the trainer then fails on a missing FIFO
-        errors.append(f"pipe {channel}: {type(e).__name__}: {e}")
+    except Exception as e:  # the job fails at once with this reason (launch local watches `errors`)
+        errors.append(f"pipe {label}: {type(e).__name__}: {e}")
         stop.set()

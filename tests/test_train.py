@@ -1,6 +1,9 @@
-"""The training entry point: spec checks, resume after a kill, SageMaker Pipe mode through real FIFOs."""
+"""The training entry point: argument and spec checks, resume after a kill, a checkpoint of other data,
+several devices, mixed precision, SageMaker Pipe mode through real FIFOs."""
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,74 +39,134 @@ def test_missing_manifest_is_refused(tmp_path, capsys):
     assert "no dataset.json" in capsys.readouterr().err
 
 
-def _train(data, out, epochs):
-    return subprocess.Popen([sys.executable, "-m", "trainer.train", *train_args(data, out, "--epochs", str(epochs))],
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch-size", "0", "error: --batch-size must be at least 1 (got 0)\n"),
+    ("--epochs", "0", "error: --epochs must be at least 1 (got 0)\n"),
+    ("--learning-rate", "-0.01", "error: --learning-rate must be positive (got -0.01)\n"),
+    ("--batch-size", "512", "error: --batch-size 512 is larger than the 256 train examples\n"),
+])
+def test_bad_numbers_are_one_line_errors(data, tmp_path, capsys, flag, value, message):
+    from trainer import train
+
+    assert train.main(train_args(data, str(tmp_path), flag, value)) == 2
+    assert capsys.readouterr().err == message
+    assert not (tmp_path / "model").exists()
+
+
+def _train(data, out, *flags):
+    return subprocess.Popen([sys.executable, "-m", "trainer.train", *train_args(data, out, *flags)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _epochs(output):
+    return [int(line.split()[0].split("=")[1]) for line in output.splitlines() if line.startswith("epoch=")]
+
+
 def test_resumes_from_latest_checkpoint_after_kill(data, tmp_path):
+    from trainer import checkpoint
+
     out = str(tmp_path)
-    metadata = tmp_path / "checkpoints/training_metadata.json"
-    run = _train(data, out, 50)
+    run = _train(data, out, "--epochs", "50")
     deadline = time.monotonic() + 120
-    while not (metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 2):
+    while not getattr(checkpoint.load_progress(tmp_path / "checkpoints"), "epoch", 0) >= 2:
         assert run.poll() is None and time.monotonic() < deadline, run.stdout.read()
         time.sleep(0.2)
     run.send_signal(signal.SIGKILL)
     run.wait()
-    done = json.loads(metadata.read_text())["epoch"]
+    done = checkpoint.load_progress(tmp_path / "checkpoints").epoch
     assert not (tmp_path / "model/1").exists()
 
-    rerun = _train(data, out, done + 2)
+    rerun = _train(data, out, "--epochs", str(done + 2))
     output = rerun.communicate(timeout=120)[0]
     assert rerun.returncode == 0, output
-    epochs = [int(line.split()[0].split("=")[1]) for line in output.splitlines() if line.startswith("epoch=")]
-    assert epochs == [done + 1, done + 2], output
+    assert _epochs(output) == [done + 1, done + 2], output
     assert (tmp_path / "model/1/saved_model.pb").exists()
 
 
-def _serve_pipes(data_dir, data, channels, epochs, stop):
-    """Play the SageMaker agent: per epoch and channel, a FIFO `<channel>_<epoch>` streaming the shards."""
-    for epoch in range(epochs):
-        for name, split in channels:
-            fifo = os.path.join(data_dir, f"{name}_{epoch}")
-            os.mkfifo(fifo)
-            fd = None
-            while fd is None and not stop.is_set():
-                try:
-                    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-                except OSError:  # no reader yet
-                    time.sleep(0.05)
-            if fd is None:
-                return
-            os.set_blocking(fd, True)
-            with os.fdopen(fd, "wb") as pipe:
-                for shard in sorted(os.listdir(os.path.join(data, split))):
-                    with open(os.path.join(data, split, shard), "rb") as f:
-                        pipe.write(f.read())
+def test_checkpoint_of_another_dataset_is_refused(data, tmp_path, capsys):
+    """A finished checkpoint dir reused on other data: one line, exit 2, no model exported from it."""
+    from trainer import train
+
+    assert train.main(train_args(data, str(tmp_path / "a"), "--epochs", "1")) == 0
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    manifest = json.loads((other / "dataset.json").read_text())
+    (other / "dataset.json").write_text(json.dumps(dict(manifest, seed=manifest["seed"] + 1)))
+    capsys.readouterr()
+    args = train_args(str(other), str(tmp_path / "b"), "--epochs", "1", "--checkpoint-dir", str(tmp_path / "a/checkpoints"))
+    assert train.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: checkpoint dir {tmp_path / 'a/checkpoints'} holds training on another dataset")
+    assert err.count("\n") == 1 and not (tmp_path / "b/model").exists()
+
+
+def test_mirrored_strategy_on_two_cpu_devices(data, tmp_path):
+    run = _train(data, str(tmp_path), "--epochs", "1", "--cpu-devices", "2")
+    output = run.communicate(timeout=120)[0]
+    assert run.returncode == 0, output
+    assert "1 host(s), 2 replica(s), 8 steps of 32 per epoch" in output
+    assert _epochs(output) == [1] and "host algo-1 trained 8 steps" in output
+    assert (tmp_path / "model/1/saved_model.pb").exists()
+
+
+def test_mixed_precision_forced_on_cpu():
+    """`--mixed-precision on` without a GPU: one training step of the trainer's own step function
+    (float16 is slow on a CPU, so a batch of 8): finite loss, float32 probabilities."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from trainer import distribute, train
+    from trainer.model import build_model, compile_model
+    from trainer_data import TINY_SPEC
+
+    assert distribute.set_precision("auto") is False  # no GPU here
+    try:
+        assert distribute.set_precision("on") is True
+        model = compile_model(build_model(TINY_SPEC, scale=1), 0.01)
+        model.optimizer.build(model.trainable_variables)
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        images = np.random.default_rng(0).integers(0, 256, (8, *model.input_shape[1:])).astype("float32") / 255
+        labels = np.zeros((8, TINY_SPEC.length), "int32")
+        batches = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+        assert not train.step_function(model, tf.distribute.get_strategy())(batches, tf.constant(0.0))
+        assert model.optimizer.iterations.numpy() == 1
+        assert math.isfinite(float(model.get_metrics_result()["loss"]))
+        probabilities = model(images)
+        assert model.layers[1].compute_dtype == "float16" and probabilities.dtype == "float32"
+        assert np.isfinite(probabilities).all()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def test_pipe_mode_training_through_fifos(data, tmp_path, monkeypatch):
-    pytest.importorskip("tfrecord.pipe")
+    """The trainer in a SageMaker container root, its channels fed by the Pipe agent through real FIFOs."""
+    from launch import pipe_agent
+    from tfrecord import storage
     from trainer import train
 
     root = tmp_path / "opt_ml"
     config, data_dir = root / "input/config", root / "input/data"
     config.mkdir(parents=True)
     (data_dir / "meta").mkdir(parents=True)
-    (data_dir / "meta/dataset.json").write_text(open(os.path.join(data, "dataset.json")).read())
-    pipe = {"TrainingInputMode": "Pipe", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+    shutil.copy(os.path.join(data, "dataset.json"), data_dir / "meta")
+    pipe = {"TrainingInputMode": "Pipe", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None",
+            "CompressionType": "None"}
     (config / "inputdataconfig.json").write_text(json.dumps({
         "train": pipe, "validation": pipe, "meta": dict(pipe, TrainingInputMode="File")}))
     monkeypatch.setenv("CAPTCHA_PIPELINE_OPT_ML", str(root))
-    epochs, stop = 3, threading.Event()
-    writer = threading.Thread(target=_serve_pipes, daemon=True,
-                              args=(str(data_dir), data, [("train", "train"), ("validation", "validation")], epochs, stop))
-    writer.start()
+    stop, errors = threading.Event(), []
+    feeders = [threading.Thread(target=pipe_agent.feed_pipe, daemon=True,
+                                args=(split, storage.list_objects(os.path.join(data, split)), pipe,
+                                      pipe_agent.Progress(), stop, errors)) for split in ("train", "validation")]
+    for feeder in feeders:
+        feeder.start()
     try:
-        assert train.main(["--epochs", str(epochs), "--scale", "1", "--batch-size", "32"]) == 0
+        assert train.main(["--epochs", "3", "--scale", "1", "--batch-size", "32"]) == 0
     finally:
         stop.set()
-        writer.join(timeout=10)
+        for feeder in feeders:
+            feeder.join(timeout=10)
+    assert not errors
     assert (root / "model/1/saved_model.pb").exists()
-    assert (root / "checkpoints/training_metadata.json").exists()
+    assert (root / "checkpoints/training_state.npz").exists()

@@ -56,9 +56,9 @@ def channel_dir(name):
     return os.environ.get(f"SM_CHANNEL_{name.upper()}", os.path.join(data_dir(), name))
 
 
-def fifo_path(name, epoch):
-    """Pipe mode: the FIFO SageMaker opens for `name` in `epoch` (0-based)."""
-    return os.path.join(data_dir(), f"{name}_{epoch}")
+def fifo_path(name, epoch, directory=None):
+    """Pipe mode: the FIFO SageMaker opens for `name` in `epoch` (0-based), in `directory` (default data_dir())."""
+    return os.path.join(directory or data_dir(), f"{name}_{epoch}")
 
 
 def _config(filename, env=None):

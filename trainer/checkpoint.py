@@ -36,7 +36,7 @@ def path(directory):
 
 def save(directory, progress, model, best_weights):
     arrays = {f"model/{i}": w for i, w in enumerate(model.get_weights())}
-    arrays.update({f"optimizer/{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
+    arrays.update({f"optimizer/{i}": v for i, v in enumerate(optimizer_state(model))})
     arrays.update({f"best/{i}": w for i, w in enumerate(best_weights or [])})
     arrays["progress"] = np.array(json.dumps(dataclasses.asdict(progress)))
     os.makedirs(directory, exist_ok=True)
@@ -59,9 +59,20 @@ def restore(directory, model):
     with np.load(path(directory)) as state:
         progress = Progress(**json.loads(str(state["progress"])))
         model.set_weights(_series(state, "model"))
-        for variable, value in zip(model.optimizer.variables, _series(state, "optimizer"), strict=True):
-            variable.assign(value)
+        set_optimizer_state(model, _series(state, "optimizer"))
         return progress, _series(state, "best") or None
+
+
+def optimizer_state(model):
+    return [variable.numpy() for variable in model.optimizer.variables]
+
+
+def set_optimizer_state(model, values):
+    """Assign saved optimizer variables (its step count, moments, ...) to `model`'s optimizer, built if need be."""
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    for variable, value in zip(model.optimizer.variables, values, strict=True):
+        variable.assign(value)
 
 
 def _series(state, prefix):

@@ -179,7 +179,7 @@ def train(args, manifest, spec, cluster, stop_requested):
     with strategy.scope():
         model = compile_model(build_model(spec, scale=args.scale), schedule(args, steps))
         model.optimizer.build(model.trainable_variables)  # before the first step: replicas cannot create it
-    plain = compile_model(build_model(spec, scale=args.scale), args.learning_rate)  # validates and exports
+    plain = compile_model(build_model(spec, scale=args.scale), schedule(args, steps))  # validates and exports
     train_data, validation = datasets(args, spec, cluster)
     progress, best = checkpoint.Progress(dataset=fingerprint), None
     if checkpoint.load_progress(args.checkpoint_dir):
@@ -249,6 +249,7 @@ def train(args, manifest, spec, cluster, stop_requested):
         print(f"early stopping: no better {MONITOR} for {progress.wait} epochs; best epoch {progress.best_epoch + 1}",
               flush=True)
     plain.set_weights(best or model.get_weights())
+    checkpoint.set_optimizer_state(plain, checkpoint.optimizer_state(model))
     return plain, steps_run
 
 
