@@ -157,7 +157,7 @@ def test_pipe_mode_training_through_fifos(data, tmp_path, monkeypatch):
     monkeypatch.setenv("CAPTCHA_PIPELINE_OPT_ML", str(root))
     stop, errors = threading.Event(), []
     feeders = [threading.Thread(target=pipe_agent.feed_pipe, daemon=True,
-                                args=(split, storage.list_objects(os.path.join(data, split)), pipe,
+                                args=(split, storage.list(os.path.join(data, split)), pipe,
                                       pipe_agent.Progress(), stop, errors)) for split in ("train", "validation")]
     for feeder in feeders:
         feeder.start()

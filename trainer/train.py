@@ -240,6 +240,9 @@ def train(args, manifest, spec, cluster, stop_requested):
             callbacks.on_epoch_end(epoch, logs)
             if flags[1]:
                 raise Interrupted(f"after epoch {epoch + 1}")
+    except tf.errors.OutOfRangeError:  # an endless stream ends only when a whole pass held no records
+        raise UserError(f"the train channel ran dry in epoch {progress.epoch + 1} after step {progress.step}: "
+                        "a whole pass over this host's data gave no records") from None
     except PEER_ERRORS as e:
         if cluster.workers == 1:
             raise
