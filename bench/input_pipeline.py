@@ -21,7 +21,7 @@ from beam_jobs import generate
 from tfrecord import sagemaker
 from tfrecord.manifest import read_manifest
 from tfrecord.pipe import pipe_dataset
-from tfrecord.readers import files_dataset, shard_files
+from tfrecord.files import files_dataset, shard_files
 
 BATCH = 64
 

@@ -24,7 +24,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfrecord.manifest import read_manifest  # noqa: E402
-from tfrecord.readers import files_dataset  # noqa: E402
+from tfrecord.files import files_dataset  # noqa: E402
 from trainer import model as ours  # noqa: E402
 from trainer.train import schedule  # noqa: E402
 

@@ -1,22 +1,26 @@
-"""SageMaker Pipe mode without a compiled op: TFRecords from the `<channel>_<epoch>` FIFOs.
+"""The Pipe reader: SageMaker Pipe mode without a compiled op, TFRecords from the `<channel>_<epoch>` FIFOs.
 
 `tf.data.TFRecordDataset` cannot read a FIFO ("Illegal seek"), and AWS's PipeModeDataset is built
-only up to TF 2.14. This reader is pure Python + tf.data: it reads each FIFO in large blocks,
-verifies both CRCs of every record (errors name channel, epoch and byte offset), and hands records to
-tf.data in lists. Every new iteration of the dataset (each Keras epoch) opens the next epoch's FIFO,
-so `model.fit(epochs=N)` sees exactly one pass per epoch, with memory bounded by one block.
+only up to TF 2.14. This reader is pure Python + tf.data: it reads each FIFO in large blocks, verifies
+both CRCs of every record (errors name channel, epoch and byte offset) and hands tf.data batches
+(tfrecord/batching.py). It never blocks without a bound: the FIFO is opened without waiting for a
+writer, and `timeout` covers a FIFO that never appears, one that never gets a writer, and a writer
+that stalls. With a record count (FullyReplicated channels), each FIFO must hold exactly that many.
+
+repeat=False: every new iteration of the dataset (each Keras epoch) reads the next FIFO to its end.
+repeat=True: one endless stream, FIFO after FIFO, each read to its end; the FIFO being read is closed
+when the iterator is closed or destroyed, so the agent is never left blocked on a full pipe.
 """
 import fcntl
+import itertools
 import os
+import select
 import time
 import zlib
 
-import tensorflow as tf
-
-from tfrecord import sagemaker
-from tfrecord.errors import UserError
+from tfrecord import batching, sagemaker
+from tfrecord.errors import CorruptRecordError, ManifestError, UserError
 from tfrecord.framing import BLOCK_SIZE, RecordSplitter
-from tfrecord.readers import batched
 from tfrecord.recordio import RecordIOUnwrapper
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -42,77 +46,111 @@ def _wait_for(path, source, timeout):
         time.sleep(0.05)
 
 
-def read_epoch(channel, epoch, config, *, timeout=300, block_size=BLOCK_SIZE):
-    """Yield lists of verified serialized records from one epoch's FIFO, until it closes."""
+def _chunks(fd, path, source, timeout, block_size):
+    """Bytes from the FIFO until its writer closes it; no data for `timeout` seconds is an error."""
+    poller, offset = select.poll(), 0
+    poller.register(fd, select.POLLIN)
+    while True:
+        if not poller.poll(timeout * 1000):
+            raise UserError(f"{source}: no data from FIFO {path} for {timeout:g} s at byte {offset} "
+                            "(no writer opened it, or the writer stalled)")
+        try:
+            chunk = os.read(fd, block_size)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return
+        offset += len(chunk)
+        yield chunk
+
+
+def read_fifo(channel, epoch, config, *, records=None, timeout=300, block_size=BLOCK_SIZE):
+    """Yield blocks of verified serialized records from one epoch's FIFO, until its writer closes it."""
     source = f"channel {channel} epoch {epoch}"
     path = sagemaker.fifo_path(channel, epoch)
     _wait_for(path, source, timeout)
-    splitter = RecordSplitter(source)
+    splitter, count = RecordSplitter(source), 0
     unwrap = RecordIOUnwrapper(source) if config.get("RecordWrapperType", "None") == "RecordIO" else None
-    gunzip = None
-    with open(path, "rb", buffering=0) as fifo:
-        _widen(fifo)
-        first = True
-        while chunk := fifo.read(block_size):
-            if first and config.get("CompressionType") == "Gzip" and chunk.startswith(_GZIP_MAGIC):
-                gunzip = _Gunzip()  # SageMaker inflates Gzip channels; accept a still-compressed stream too
-            first = False
+    gunzip = _Gunzip(source) if config.get("CompressionType") == "Gzip" else None
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a blocking open would wait for a writer without bound
+    try:
+        _widen(fd)
+        for chunk in _chunks(fd, path, source, timeout, block_size):
             if gunzip:
                 chunk = gunzip.feed(chunk)
             if unwrap:
                 chunk = unwrap.feed(chunk)
-            records = splitter.feed(chunk)
-            if records:
-                yield records
-    if unwrap:
-        unwrap.finish()
-    splitter.finish()
+            block = splitter.feed(chunk)
+            count += len(block)
+            if block:
+                yield block
+        if gunzip:
+            gunzip.finish()
+        if unwrap:
+            unwrap.finish()
+        splitter.finish()
+    finally:
+        os.close(fd)
+    if records is not None and count != records:
+        raise ManifestError(f"{source}: the FIFO held {count} records, the dataset's {channel!r} split has {records} "
+                            "(a stream cut short, or objects of another dataset)")
 
 
-def _widen(fifo, size=1 << 20):
+def _widen(fd, size=1 << 20):
     """Ask Linux for a 1 MiB pipe buffer (default 64 KiB): fewer, larger reads. Best effort."""
     try:
-        fcntl.fcntl(fifo.fileno(), F_SETPIPE_SZ, size)
+        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
     except OSError:
         pass
 
 
 class _Gunzip:
-    """Streaming gunzip across concatenated gzip members (one per S3 object)."""
+    """SageMaker inflates Gzip channels; a still-compressed stream (gzip members, one per object) is inflated here."""
 
-    def __init__(self):
-        self._d = zlib.decompressobj(wbits=47)
+    def __init__(self, source):
+        self.source, self.offset, self._d, self._head, self._partial = source, 0, None, b"", False
 
     def feed(self, chunk):
-        out = []
-        while chunk:
-            out.append(self._d.decompress(chunk))
-            chunk = self._d.unused_data if self._d.eof else b""
-            if self._d.eof:
-                self._d = zlib.decompressobj(wbits=47)
+        if self._d is None:  # undecided until the first two bytes: inflate only a stream that starts as gzip
+            self._head += chunk
+            if len(self._head) < len(_GZIP_MAGIC):
+                return b""
+            chunk, self._head = self._head, b""
+            self._d = zlib.decompressobj(wbits=47) if chunk.startswith(_GZIP_MAGIC) else False
+        if self._d is False:
+            return chunk
+        start, self.offset, out = self.offset, self.offset + len(chunk), []
+        try:
+            while chunk:
+                out.append(self._d.decompress(chunk))
+                self._partial = not self._d.eof
+                chunk = self._d.unused_data if self._d.eof else b""
+                if self._d.eof:
+                    self._d = zlib.decompressobj(wbits=47)
+        except zlib.error as e:
+            raise CorruptRecordError(self.source, start, f"bad gzip data in the {self.offset - start} bytes "
+                                                         f"from there ({e})") from None
         return b"".join(out)
 
-
-class _Epochs:
-    """Callable for Dataset.from_generator: each call streams the next epoch's FIFO."""
-
-    def __init__(self, channel, config, **read_kwargs):
-        self.channel, self.config, self.read_kwargs, self.epoch = channel, config, read_kwargs, 0
-
-    def __call__(self):
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        yield from read_epoch(self.channel, epoch, self.config, **self.read_kwargs)
+    def finish(self):
+        if self._head or self._partial:
+            raise CorruptRecordError(self.source, self.offset, "stream ends inside a gzip member")
 
 
-def pipe_dataset(channel, spec, batch_size, *, timeout=300, block_size=BLOCK_SIZE, num_workers=1, worker_index=0,
-                 **kwargs):
-    """Pipe-mode channel -> dataset of (images, labels); one FIFO per iteration (epoch), in order.
+def pipe_dataset(channel, spec, batch_size, *, records=None, timeout=300, block_size=BLOCK_SIZE, num_workers=1,
+                 worker_index=0, shuffle_buffer=0, seed=None, repeat=False, deterministic=False):
+    """Pipe-mode channel -> tf.data of (uint8 images, int32 labels) batches.
 
+    `records`: how many records each FIFO must hold (the split's count on a FullyReplicated channel).
     num_workers > 1 keeps every num_workers-th record (several hosts on a FullyReplicated channel).
-    Other keyword arguments as for `readers.batched` (shuffle_buffer, channels, dtype, ...).
     """
-    epochs = _Epochs(channel, channel_config(channel), timeout=timeout, block_size=block_size)
-    records = tf.data.Dataset.from_generator(epochs, output_signature=tf.TensorSpec([None], tf.string)).unbatch()
-    if num_workers > 1:
-        records = records.shard(num_workers, worker_index)
-    return batched(records, spec, batch_size, **kwargs)
+    config = channel_config(channel)
+    fifos = itertools.count()  # shared by every iteration: each opens FIFOs no iteration has read
+
+    def blocks(rng, iteration):
+        for epoch in fifos if repeat else [next(fifos)]:
+            stream = read_fifo(channel, epoch, config, records=records, timeout=timeout, block_size=block_size)
+            yield from batching.every_nth(stream, num_workers, worker_index) if num_workers > 1 else stream
+
+    passes = batching.Passes(blocks, batch_size, shuffle_buffer=shuffle_buffer, seed=seed)
+    return batching.dataset(passes, spec, deterministic=deterministic)
