@@ -1,11 +1,18 @@
 """Train a tiny model once; it must learn, export, reload elsewhere, evaluate and predict."""
+import dataclasses
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
+from PIL import Image
+
+from tfrecord.spec import CaptchaSpec
 
 from trainer_data import TINY, TINY_SPEC, train_args
 
@@ -90,6 +97,7 @@ def test_evaluate_refuses_other_spec(trained, tmp_path, capsys, make_dataset):
 
     other = make_dataset("--chars", "012", "--length", "2", "--width", "40", "--height", "24", "--train-examples", "4",
                          "--validation-examples", "4", "--test-examples", "4", "--num-shards", "1")
+    capsys.readouterr()  # the Beam job's progress
     assert evaluate.main(["--model-dir", str(trained / "model"), "--data", f"{other}/test",
                           "--report", str(tmp_path / "r.json"), "--gallery", str(tmp_path / "g.png")]) == 2
     err = capsys.readouterr().err
@@ -116,3 +124,121 @@ def test_predict_files_and_folders(trained, tmp_path, capsys):
     right = out.out.count("  ok\n")
     assert out.out.count("  WRONG (truth ") == 3 - right
     assert f"accuracy={right / 3:.4f} ({right}/3 labelled files)" in out.out
+
+
+# raw 20x20 pixels stored from a 40x40 render; at --scale 0.5 the model reads them without resizing
+RAW = ("--chars", "01", "--length", "2", "--width", "40", "--height", "40", "--image-format", "raw", "--store-size",
+       "20x20", "--train-examples", "256", "--validation-examples", "64", "--test-examples", "128", "--num-shards", "2")
+
+
+@pytest.fixture(scope="module")
+def raw_trained(tmp_path_factory, make_dataset):
+    from trainer import train
+
+    root = tmp_path_factory.mktemp("raw")
+    data = make_dataset(*RAW)
+    (root / "data").symlink_to(data)
+    assert train.main(train_args(data, str(root), "--epochs", "6", "--scale", "0.5")) == 0
+    return root
+
+
+def test_raw_pixels_and_render_size_pngs_give_the_same_predictions(raw_trained):
+    """serving_pixels on the stored raw test split vs serving_default on each captcha re-rendered as a PNG at the
+    render size (same example seed): the signature's downscale is the producer's, so they agree."""
+    import tensorflow as tf
+
+    from beam_jobs.render import Renderer, example_seed
+    from tfrecord import framing, schema
+    from tfrecord.manifest import load_manifest
+    from trainer import export
+
+    manifest = load_manifest(str(raw_trained / "data"))
+    spec = manifest.spec
+    model, model_spec = export.load(str(raw_trained / "model"))
+    assert model_spec == spec and spec.input_shape == (20, 20, 1)
+    assert "resize" not in [layer.name for layer in keras.saving.load_model(str(raw_trained / "model/model.keras")).layers]
+    pngs, pixels = [], []
+    renderer = Renderer(dataclasses.replace(spec, image_format="png", store_width=0, store_height=0))
+    shards = manifest.split("test").shards
+    for k, shard in enumerate(shards):
+        for position, record in enumerate(framing.read_records(io.BytesIO((raw_trained / "data" / shard.path).read_bytes()), shard.path)):
+            parsed = schema.parse_example(tf.constant(record), spec)
+            index = k + position * len(shards)  # example i of a split is record i // n of shard i % n
+            pngs.append(renderer.render(parsed[schema.TEXT].numpy().decode(), example_seed(manifest.seed, "test", index)))
+            pixels.append(schema.decode_raw(parsed[schema.IMAGE], spec))
+    assert len(pngs) == 128 and Image.open(io.BytesIO(pngs[0])).size == (40, 40)
+    from_pixels = model.signatures["serving_pixels"](pixels=tf.stack(pixels))
+    from_pngs = model.signatures["serving_default"](image_bytes=tf.constant(pngs))
+    agree = np.mean(from_pixels["text"].numpy() == from_pngs["text"].numpy())
+    assert agree >= 0.99, agree
+    np.testing.assert_allclose(from_pixels["probabilities"], from_pngs["probabilities"], atol=1e-4)
+
+
+def test_bytes_signature_size_policy(raw_trained):
+    import tensorflow as tf
+
+    from beam_jobs.render import Renderer
+    from trainer import export
+
+    model, spec = export.load(str(raw_trained / "model"))
+    default = model.signatures["serving_default"]
+    stored_png = Renderer(dataclasses.replace(spec, image_format="png")).render("01", 5)
+    jpeg = io.BytesIO()
+    Renderer(dataclasses.replace(spec, image_format="png", store_width=0)).image("01", 5).save(jpeg, "JPEG", quality=95)
+    assert Image.open(io.BytesIO(stored_png)).size == (20, 20)
+    assert default(image_bytes=tf.constant([stored_png, jpeg.getvalue()]))["text"].shape == (2,)
+    bomb = io.BytesIO()
+    Image.new("L", (20000, 20000)).save(bomb, "PNG")  # 20 KB that would decode to 400 MB
+    other = Renderer(CaptchaSpec(alphabet="01", length=2, width=30, height=30)).render("01", 1)
+    for data, reason in [(other, "image is 30x30, the model reads 40x40 or 20x20"),
+                         (bomb.getvalue(), "image is 20000x20000"), (b"GIF89a\x01\x00\x01\x00", "not a PNG or JPEG"),
+                         (b"\x89PNG\r\n\x1a\n", "truncated PNG")]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=reason):
+            default(image_bytes=tf.constant([stored_png, data]))
+
+
+def test_evaluate_and_predict_a_raw_model(raw_trained, tmp_path, capsys):
+    from trainer import evaluate, predict
+
+    samples = tmp_path / "samples"
+    assert evaluate.main(["--model-dir", str(raw_trained / "model"), "--data", str(raw_trained / "data/test"),
+                          "--report", str(tmp_path / "r.json"), "--gallery", str(tmp_path / "g.png"),
+                          "--samples", str(samples), "--num-samples", "4"]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["examples"] == 128
+    assert Image.open(tmp_path / "g.png").mode == "RGB"
+    assert sorted(Image.open(p).size for p in samples.iterdir()) == [(20, 20)] * 4
+    capsys.readouterr()
+    assert predict.main(["--model-dir", str(raw_trained / "model"), str(samples)]) == 0
+    assert "(4 labelled files)" in capsys.readouterr().out
+
+
+def test_evaluate_checks_outputs_first_and_names_samples_safely(tmp_path, capsys, make_dataset):
+    """Labels made of `/` and `_` become safe file names; an unwritable --report fails before any evaluation."""
+    from trainer import evaluate, export
+    from trainer.model import build_model
+
+    data = make_dataset("--chars", "/_", "--length", "2", "--width", "40", "--height", "24", "--train-examples", "4",
+                        "--validation-examples", "4", "--test-examples", "8", "--num-shards", "1")
+    capsys.readouterr()  # the Beam job's progress
+    spec = CaptchaSpec(alphabet="/_", length=2, width=40, height=24)
+    export.export(build_model(spec), spec, str(tmp_path / "model"))  # untrained: only the plumbing matters
+    args = ["--model-dir", str(tmp_path / "model"), "--data", f"{data}/test", "--gallery", str(tmp_path / "g.png")]
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert evaluate.main([*args, "--report", str(blocker / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {blocker / 'r.json'}: cannot write here (") and err.count("\n") == 1
+    assert not (tmp_path / "g.png").exists()
+    assert evaluate.main([*args, "--report", str(tmp_path / "r.json"), "--samples", str(tmp_path / "s")]) == 0
+    names = sorted(os.listdir(tmp_path / "s"))
+    assert len(names) == 8 and all(n[:6] in ("%2F%2F", "%2F%5F", "%5F%2F", "%5F%5F") for n in names)
+
+
+def test_a_model_dir_without_saved_model_is_one_line(trained, tmp_path, capsys):
+    from trainer import predict
+
+    broken = tmp_path / "model"
+    shutil.copytree(trained / "model", broken)
+    (broken / "1/saved_model.pb").unlink()
+    assert predict.main(["--model-dir", str(broken), str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {broken}: no saved_model.pb beside assets.extra/captcha_spec.json (an incomplete export?)\n"

@@ -1,17 +1,48 @@
 import inspect
+import string
 
+import keras
 import numpy as np
 
 from tfrecord.spec import CaptchaSpec
 from trainer import metric_lines, metrics, model
 
 
-def test_one_softmax_per_position():
+def test_one_softmax_per_position_on_uint8_pixels():
     spec = CaptchaSpec(alphabet="abc", length=3, width=60, height=24, mode="RGB")
     net = model.build_model(spec, scale=0.5)
-    out = np.asarray(net(np.random.rand(2, 24, 60, 3).astype("float32")))
+    assert net.inputs[0].dtype == "uint8" and tuple(net.inputs[0].shape) == (None, 24, 60, 3)
+    out = np.asarray(net(np.random.randint(0, 256, (2, 24, 60, 3)).astype("uint8")))
     assert out.shape == (2, 3, 3)
     np.testing.assert_allclose(out.sum(axis=-1), 1, rtol=1e-5)
+
+
+def test_62_classes_by_6_positions():
+    spec = CaptchaSpec(alphabet=string.digits + string.ascii_letters, length=6)  # 160x100
+    net = model.build_model(spec)
+    out = np.asarray(net(np.zeros((2, 100, 160, 1), "uint8")))
+    assert out.shape == (2, 6, 62)
+    np.testing.assert_allclose(out.sum(axis=-1), 1, rtol=1e-5)
+    assert net.count_params() < 2_500_000  # the last map is 10x6x96 at the working size 80x50
+
+
+def test_resizing_only_when_the_stored_size_is_not_the_working_size():
+    from PIL import Image
+
+    from beam_jobs.render import Renderer
+
+    png = CaptchaSpec(length=4)  # stored at the render size 120x100
+    raw = CaptchaSpec(length=4, image_format="raw", store_width=60, store_height=50)
+    layers = lambda net: [layer.name for layer in net.layers]  # noqa: E731
+    assert "resize" in layers(model.build_model(png, scale=0.5)) and "resize" not in layers(model.build_model(png, scale=1))
+    assert "resize" not in layers(model.build_model(raw, scale=0.5)) and "resize" in layers(model.build_model(raw, scale=1))
+    # PNG 120x100 resized in the model reaches the convolutions as raw 60x50 does (to PIL's rounding: 1 level)
+    net = model.build_model(png, scale=0.5)
+    resized = keras.Model(net.inputs, net.get_layer("resize").output)
+    image = Renderer(png).image("0907", 3)
+    ours = np.asarray(resized(np.asarray(image)[None, :, :, None]))[0, :, :, 0]
+    stored = np.asarray(image.resize((60, 50), Image.BOX)) / 255
+    assert np.abs(ours - stored).max() <= 1 / 255 + 1e-6
 
 
 def test_model_is_backend_agnostic():

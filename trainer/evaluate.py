@@ -1,13 +1,16 @@
 """Evaluate an exported model on a split: JSON report + error-gallery PNG.
 
 `captcha-pipeline evaluate --model-dir M --data D/test` (File mode / local), or the `test` channel in
-SageMaker (File/FastFile/Pipe). Exits non-zero when the model's and the dataset's specs disagree.
+SageMaker (File/FastFile/Pipe). PNG and raw datasets alike: images are read at the stored size as uint8
+and go through the `serving_pixels` signature. Exits 2, before evaluating, when the model's and the
+dataset's specs disagree or an output path cannot be written.
 """
 import argparse
 import collections
 import json
 import os
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -16,8 +19,9 @@ import numpy as np  # noqa: E402
 from tfrecord import sagemaker  # noqa: E402
 from tfrecord.channels import channel  # noqa: E402
 from tfrecord.contact_sheet import contact_sheet  # noqa: E402
-from tfrecord.errors import SpecError, exits_on_user_error  # noqa: E402
+from tfrecord.errors import SpecError, UserError, exits_on_user_error  # noqa: E402
 from tfrecord.manifest import locate_manifest  # noqa: E402
+from tfrecord.spec import label_to_filename  # noqa: E402
 from trainer import export  # noqa: E402
 
 
@@ -30,22 +34,25 @@ def parse_args(argv):
     p.add_argument("--report", default="evaluation.json")
     p.add_argument("--gallery", default="errors.png")
     p.add_argument("--gallery-size", type=int, default=24)
-    p.add_argument("--samples", help="also write the first --num-samples images here as <label>_<n>.png")
+    p.add_argument("--samples", help="also write the first --num-samples images here as <label>_<n>.png "
+                   "(characters other than ASCII letters and digits as %%XX)")
     p.add_argument("--num-samples", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=256)
     return p.parse_args(argv)
 
 
-def evaluate(model, spec, dataset, gallery_size):
-    """-> (report dict, [(pixels, truth, prediction, confidence)] of the first errors)."""
+def evaluate(model, spec, dataset, gallery_size, num_samples=0):
+    """One pass -> (report dict, [(pixels, truth, prediction, confidence)] of the first errors,
+    [(pixels, truth)] of the first `num_samples` images)."""
     position_right = np.zeros(spec.length)
     confusion = collections.defaultdict(collections.Counter)
     total = sequences_right = 0
-    errors = []
+    errors, samples = [], []
     for images, labels in dataset:
         out = model.signatures["serving_pixels"](pixels=images)
         predicted = np.argmax(out["probabilities"].numpy(), axis=-1)
         labels = labels.numpy()
+        samples += [(images[i].numpy(), spec.decode_label(label)) for i, label in enumerate(labels[:num_samples - len(samples)])]
         right = predicted == labels
         total += len(labels)
         position_right += right.sum(axis=0)
@@ -66,29 +73,48 @@ def evaluate(model, spec, dataset, gallery_size):
         "top_confusions": [{"truth": t, "predicted": p, "count": n} for n, t, p in mistakes[:20]],
         "spec": spec.to_dict(),
     }
-    return report, errors
+    return report, errors, samples
 
 
 def save_gallery(errors, path, columns=4):
     """A contact sheet of misread images captioned `truth -> prediction (confidence)`."""
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
-    tiles = [(Image.fromarray((np.squeeze(pixels) * 255).astype(np.uint8)), f"{truth} -> {predicted} ({confidence:.2f})")
-             for pixels, truth, predicted, confidence in errors]
+    captions = [f"{truth} -> {predicted} ({confidence:.2f})" for _, truth, predicted, confidence in errors]
+    images = [Image.fromarray(np.squeeze(pixels, -1) if pixels.shape[-1] == 1 else pixels) for pixels, *_ in errors]
+    # cells as wide as the longest caption: stored images can be narrower than their caption
+    width = max([image.width for image in images] + [int(ImageDraw.Draw(Image.new("L", (1, 1))).textlength(c))
+                                                     for c in captions])
+    tiles = [(_widened(image, width), caption) for image, caption in zip(images, captions)]
     with open(path, "wb") as f:
         f.write(contact_sheet(tiles, columns, color="red", empty="no errors", image_size=(200, 40)))
 
 
-def save_samples(dataset, spec, folder, count):
-    """Test images as PNG files in the seed's naming, for `captcha-pipeline predict`."""
+def _widened(image, width):
+    canvas = Image.new(image.mode, (width, image.height), "white")
+    canvas.paste(image, (0, 0))
+    return canvas
+
+
+def save_samples(samples, folder):
+    """Test images (at the stored size, which predict accepts) as PNG files in the seed's naming."""
     import tensorflow as tf
 
-    os.makedirs(folder, exist_ok=True)
-    images, labels = next(iter(dataset))
-    for n, (pixels, label) in enumerate(zip(images[:count], labels[:count].numpy())):
-        png = tf.io.encode_png(tf.image.convert_image_dtype(pixels, tf.uint8)).numpy()
-        with open(os.path.join(folder, f"{spec.decode_label(label)}_{n:05d}.png"), "wb") as f:
-            f.write(png)
+    for n, (pixels, truth) in enumerate(samples):
+        with open(os.path.join(folder, f"{label_to_filename(truth)}_{n:05d}.png"), "wb") as f:
+            f.write(tf.io.encode_png(pixels).numpy())
+
+
+def check_writable(path, folder=False):
+    """Fail now, not after the evaluation, if `path` (a file, or a folder) cannot be written."""
+    where = path if folder else os.path.dirname(os.path.abspath(path))
+    try:
+        if not folder and os.path.isdir(path):
+            raise IsADirectoryError(21, "is a directory")
+        os.makedirs(where, exist_ok=True)
+        tempfile.TemporaryFile(dir=where).close()
+    except OSError as e:
+        raise UserError(f"{path}: cannot write here ({e.strerror})") from None
 
 
 @exits_on_user_error
@@ -98,15 +124,17 @@ def main(argv=None):
     manifest = locate_manifest(args.manifest, args.data, "--data")
     if manifest.spec != spec:
         raise SpecError(f"model spec ({spec.describe()}) does not match the dataset's ({manifest.spec.describe()})")
-    dataset = channel(args.channel, spec, args.batch_size, path=args.data, deterministic=True)
-    report, errors = evaluate(model, spec, dataset, args.gallery_size)
     for path in (args.report, args.gallery):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        check_writable(path)
+    if args.samples:
+        check_writable(args.samples, folder=True)
+    dataset = channel(args.channel, spec, args.batch_size, path=args.data, manifest=manifest, deterministic=True)
+    report, errors, samples = evaluate(model, spec, dataset, args.gallery_size, args.num_samples if args.samples else 0)
     with open(args.report, "w") as f:
         json.dump(report, f, indent=2)
     save_gallery(errors, args.gallery)
     if args.samples:
-        save_samples(channel(args.channel, spec, args.num_samples, path=args.data), spec, args.samples, args.num_samples)
+        save_samples(samples, args.samples)
     print(f"examples={report['examples']} sequence_accuracy={report['sequence_accuracy']:.4f} "
           f"char_accuracy={report['char_accuracy']:.4f}")
     print(f"wrote {args.report} and {args.gallery} ({len(errors)} errors shown)")

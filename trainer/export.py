@@ -1,9 +1,11 @@
 """Export: a TF Serving SavedModel at `<model_dir>/1/` plus `<model_dir>/model.keras`.
 
 Signatures (both return `text` string[B], `probabilities` float32[B, length, classes], `confidence` float32[B]):
-  serving_default  image_bytes: string[B]  PNG or JPEG bytes (TF Serving REST {"instances": [{"b64": ...}]})
-  serving_pixels   pixels: float32[B, H, W, C] in [0, 1]
-The spec travels as `1/assets.extra/captcha_spec.json`.
+  serving_default  image_bytes: string[B]  PNG or JPEG (TF Serving REST {"instances": [{"b64": ...}]}) at the
+                   RENDER size (box-downscaled here as the producer does) or at the STORED size (used as is);
+                   any other size, or another format, fails with InvalidArgument before any pixel is decoded
+  serving_pixels   pixels: uint8[B, H, W, C] at the stored size (`spec.input_shape`)
+The spec, with both sizes, travels as `1/assets.extra/captcha_spec.json`.
 """
 import json
 import os
@@ -11,19 +13,57 @@ import os
 import keras
 import tensorflow as tf
 
+from tfrecord.errors import UserError
 from tfrecord.spec import CaptchaSpec
 
 VERSION = "1"
 SPEC_ASSET = os.path.join("assets.extra", "captcha_spec.json")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _header_size(data):
+    """(height, width) from a PNG's IHDR or a JPEG's frame header, without decoding any pixels."""
+    def png():
+        with tf.control_dependencies([tf.debugging.assert_greater_equal(
+                tf.strings.length(data), 24, "truncated PNG (no IHDR header)")]):
+            width_height = tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.int32, little_endian=False)
+        return width_height[1], width_height[0]
+
+    def jpeg():
+        with tf.control_dependencies([tf.debugging.Assert(tf.io.is_jpeg(data), ["not a PNG or JPEG image"])]):
+            shape = tf.io.extract_jpeg_shape(data)
+        return shape[0], shape[1]
+
+    return tf.cond(tf.strings.substr(data, 0, 8) == PNG_SIGNATURE, png, jpeg)
+
+
+def box_downscale(image, size):
+    """The producer's `PIL.Image.resize(size, Image.BOX)` in TensorFlow: an area average, horizontal pass then
+    vertical, each rounded half up to uint8 as PIL does: bit-identical at the whole factors the spec allows."""
+    def area(x, height, width):
+        return tf.floor(tf.image.resize(x, (height, width), method="area") + 0.5)
+
+    return tf.cast(area(area(image, tf.shape(image)[0], size[1]), *size), tf.uint8)
 
 
 def decode_images(image_bytes, spec: CaptchaSpec):
-    """Encoded PNG/JPEG bytes [B] -> float32 pixels [B, H, W, C] in [0, 1], resized to the spec if needed."""
+    """PNG/JPEG bytes [B] -> uint8 pixels [B, *spec.input_shape], by the size policy (see the module doc)."""
+    stored, render = spec.input_shape[:2], (spec.height, spec.width)
+    sizes = " or ".join(dict.fromkeys(f"{w}x{h}" for h, w in (render, stored)))
+
     def decode(data):
-        image = tf.io.decode_image(data, channels=spec.channels, expand_animations=False)
-        image = tf.image.convert_image_dtype(image, tf.float32)
-        return tf.image.resize(image, (spec.height, spec.width))
-    return tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec((spec.height, spec.width, spec.channels), tf.float32))
+        height, width = _header_size(data)
+        is_stored = (height == stored[0]) & (width == stored[1])
+        is_render = (height == render[0]) & (width == render[1])
+        size_ok = tf.debugging.Assert(is_stored | is_render, [
+            tf.strings.format("image is {}x{}, the model reads ", (width, height)) + sizes])
+        with tf.control_dependencies([size_ok]):  # nothing is decoded before the size is known to be right
+            image = tf.io.decode_image(data, channels=spec.channels, expand_animations=False)
+        if stored != render:
+            image = tf.cond(is_stored, lambda: image, lambda: box_downscale(image, stored))
+        return tf.ensure_shape(image, spec.input_shape)
+
+    return tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec(spec.input_shape, tf.uint8))
 
 
 def export(model, spec: CaptchaSpec, model_dir):
@@ -43,7 +83,7 @@ def export(model, spec: CaptchaSpec, model_dir):
     archive.add_endpoint("serving_default", lambda image_bytes: outputs(decode_images(image_bytes, spec)),
                          input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     archive.add_endpoint("serving_pixels", outputs,
-                         input_signature=[tf.TensorSpec([None, spec.height, spec.width, spec.channels], tf.float32, name="pixels")])
+                         input_signature=[tf.TensorSpec([None, *spec.input_shape], tf.uint8, name="pixels")])
     path = os.path.join(model_dir, VERSION)
     archive.write_out(path, verbose=False)
     os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
@@ -59,17 +99,23 @@ def saved_model_path(model_dir):
 
 
 def load_spec(model_dir):
-    from tfrecord.errors import UserError
-
     path = os.path.join(saved_model_path(model_dir), SPEC_ASSET)
     try:
         with open(path) as f:
             return CaptchaSpec.from_dict(json.load(f))
     except FileNotFoundError:
         raise UserError(f"{model_dir}: not an exported captcha model (no {SPEC_ASSET})") from None
+    except (ValueError, TypeError, AttributeError) as e:  # not JSON, or not a spec's fields
+        raise UserError(f"{path}: not a captcha spec ({type(e).__name__}: {e})") from None
 
 
 def load(model_dir):
-    """(SavedModel object, spec) from an exported model dir."""
+    """(SavedModel object, spec) from an exported model dir; a broken one is a UserError."""
     spec = load_spec(model_dir)
-    return tf.saved_model.load(saved_model_path(model_dir)), spec
+    path = saved_model_path(model_dir)
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        raise UserError(f"{model_dir}: no saved_model.pb beside {SPEC_ASSET} (an incomplete export?)")
+    try:
+        return tf.saved_model.load(path), spec
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        raise UserError(f"{model_dir}: cannot load the SavedModel ({type(e).__name__}: {str(e).splitlines()[0]})") from None
