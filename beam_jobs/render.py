@@ -65,16 +65,17 @@ class Renderer:
             _local.rng = None
         return img if img.mode == self.spec.mode else img.convert(self.spec.mode)
 
-    def stored_image(self, text, seed):
-        """The image as stored: the render, box-filter downscaled to the stored size if that differs."""
-        img = self.image(text, seed)
-        return img if img.size == self.spec.store_size else img.resize(self.spec.store_size, Image.BOX)
-
-    def render(self, text, seed):
-        """Encoded image bytes for `text`: PNG, or raw pixels (H*W*C uint8), at the stored size."""
-        img = self.stored_image(text, seed)
+    def store(self, img):
+        """A render-size PIL image -> the bytes stored: box-filter downscaled to the stored size if that
+        differs, then PNG or raw pixels (H*W*C uint8)."""
+        if img.size != self.spec.store_size:
+            img = img.resize(self.spec.store_size, Image.BOX)
         if self.spec.image_format == "raw":
             return img.tobytes()
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         return buf.getvalue()
+
+    def render(self, text, seed):
+        """Encoded image bytes for `text`, as stored."""
+        return self.store(self.image(text, seed))

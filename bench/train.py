@@ -1,14 +1,20 @@
-"""Benchmark: our trainer vs the seed's recipe, scored on the same unseen-label test images.
+"""Benchmark: our trainer vs the seed's recipe, and our two storage formats, scored on the same unseen-label test images.
 
 Rows: the seed recipe rebuilt (gen_captcha.py `-n N` permutation PNGs, 70/30 then 70/30 split, PIL-per-file
-generator, Conv16-32-64 + Dense1024 + ONE softmax over all length x classes, batch 64, 5 epochs) and our
-model on a Beam-made `--holdout-labels` dataset. Both are scored on our test split. Prints a table with
-training wall time, examples/s, test accuracy, our time to reach the seed's accuracy and the ratio.
+generator, Conv16-32-64 + Dense1024 + ONE softmax over all length x classes, batch 64, 5 epochs); our model
+on a Beam-made `--holdout-labels` dataset of PNGs at the render size 120x100 (resized to 60x50 inside the
+model); and our model on the same examples stored as raw uint8 pixels at 60x50 (each PNG box-downscaled
+once, exactly as `generate --image-format raw --store-size 60x50` would store it; no resizing in the model).
+All are scored on the same test captchas. Prints a table with training wall time, examples/s (and the
+ratio to PNG), test accuracy, our time to reach the seed's accuracy and the ratio.
 
 The defaults are a short plumbing run; the full run's command is in the README (section trainer).
 """
 import argparse
+import dataclasses
 import glob
+import hashlib
+import io
 import itertools
 import os
 import random
@@ -23,8 +29,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tfrecord.manifest import read_manifest  # noqa: E402
-from tfrecord.files import files_dataset  # noqa: E402
+from beam_jobs.render import Renderer  # noqa: E402
+from tfrecord import framing, schema  # noqa: E402
+from tfrecord.channels import channel  # noqa: E402
+from tfrecord.manifest import MANIFEST_NAME, ShardInfo, read_manifest  # noqa: E402
+from tfrecord.spec import parse_size  # noqa: E402
 from trainer import model as ours  # noqa: E402
 from trainer.train import schedule  # noqa: E402
 
@@ -49,7 +58,9 @@ def parse_args(argv):
     p.add_argument("--seed-epochs", type=int, default=5)
     p.add_argument("--seed-max-files", type=int, default=0, help="cap the seed's files (0: all rounds)")
     p.add_argument("--reuse", action="store_true", help="reuse datasets already in --work")
-    p.add_argument("--data", help="use this existing dataset (dataset.json + splits) instead of running the Beam job")
+    p.add_argument("--data", help="use this existing PNG dataset (dataset.json + splits) instead of running the Beam job")
+    p.add_argument("--rows", default="seed,png,raw", help="which rows to run, of seed, png, raw")
+    p.add_argument("--store-size", default="60x50", help="the raw row's stored size (a whole fraction of the render size)")
     return p.parse_args(argv)
 
 
@@ -130,8 +141,38 @@ def make_dataset(args, root):
     return read_manifest(root)
 
 
+def store_raw(root, out, store_size, reuse):
+    """The PNG dataset at `root`, stored again as raw pixels at `store_size` by the producer's own code."""
+    if reuse and os.path.exists(os.path.join(out, MANIFEST_NAME)):
+        return read_manifest(out)
+    from PIL import Image
+
+    manifest = read_manifest(root)
+    width, height = parse_size(store_size)
+    manifest.spec = dataclasses.replace(manifest.spec, image_format="raw", store_width=width, store_height=height)
+    store = Renderer(manifest.spec).store
+    for info in manifest.splits.values():
+        for k, shard in enumerate(info.shards):
+            records = []
+            with open(os.path.join(root, shard.path), "rb") as f:
+                for record in framing.read_records(f, shard.path):
+                    feature = schema.decode_example(record)
+                    image = Image.open(io.BytesIO(feature[schema.IMAGE][0]))
+                    records.append(framing.frame(schema.encode_example(store(image), feature[schema.TEXT][0].decode(),
+                                                                       manifest.spec)))
+            data = b"".join(records)
+            os.makedirs(os.path.dirname(os.path.join(out, shard.path)), exist_ok=True)
+            with open(os.path.join(out, shard.path), "wb") as f:
+                f.write(data)
+            info.shards[k] = ShardInfo(shard.path, len(records), len(data), hashlib.sha256(data).hexdigest())
+    with open(os.path.join(out, MANIFEST_NAME), "w") as f:
+        f.write(manifest.to_json())
+    return manifest
+
+
 def test_arrays(root, spec):
-    batches = list(files_dataset(os.path.join(root, "test"), spec, 500))
+    """The test split as uint8 images (the stored size) and int labels, in order."""
+    batches = list(channel("test", spec, 500, path=os.path.join(root, "test"), deterministic=True))
     return np.concatenate([x.numpy() for x, _ in batches]), np.concatenate([y.numpy() for _, y in batches])
 
 
@@ -175,8 +216,8 @@ def run_ours(args, root, manifest, images, labels):
     import tensorflow as tf
 
     spec = manifest.spec
-    train = files_dataset(os.path.join(root, "train"), spec, args.batch_size, shuffle_buffer=4096,
-                          seed=0).prefetch(tf.data.AUTOTUNE)
+    train = channel("train", spec, args.batch_size, path=os.path.join(root, "train"), shuffle_buffer=4096,
+                    seed=0).prefetch(tf.data.AUTOTUNE)
     steps = -(-manifest.split("train").examples // args.batch_size)
     model = ours.compile_model(ours.build_model(spec, scale=args.scale),
                                schedule(argparse.Namespace(epochs=args.epochs, learning_rate=args.learning_rate,
@@ -188,34 +229,53 @@ def run_ours(args, root, manifest, images, labels):
 
 def main(argv=None):
     args = parse_args(argv)
+    rows = args.rows.split(",")
     root = args.data or os.path.join(args.work, "data")
     manifest = read_manifest(root) if args.data else make_dataset(args, root)
     images, labels = test_arrays(root, manifest.spec)
-    rgb = images if images.shape[-1] == 3 else np.repeat(images, 3, axis=-1)
+    datasets = {"png": (root, manifest)}
+    if "raw" in rows:
+        raw_root = os.path.join(args.work, f"data-raw-{args.store_size}")
+        datasets["raw"] = (raw_root, store_raw(root, raw_root, args.store_size, args.reuse))
 
-    files = seed_files(os.path.join(args.work, "seed_png"), args.seed_rounds, args.reuse)
-    files = files[:args.seed_max_files or None]
-    seed, seed_s, seed_n = run_seed(args, files)
-    seed_seq, seed_char = scores(seed.predict(rgb, batch_size=500, verbose=0), labels)
-    print(f"seed train_s={seed_s:.0f} test_sequence_accuracy={seed_seq:.4f} test_char_accuracy={seed_char:.4f}", flush=True)
-
-    curve = run_ours(args, root, manifest, images, labels)
-    ours_s, ours_seq, ours_char = curve.curve[-1]
-    reach = next((s for s, seq, _ in curve.curve if seq >= seed_seq), None)
-    target = next((s for s, seq, _ in curve.curve if seq >= args.target), None)
-    n_ours = curve.steps * args.batch_size
-    rows = [
-        ("seed recipe", seed_s, seed_n * args.seed_epochs / seed_s, seed_seq, seed_char, "-", "-"),
-        ("ours", ours_s, n_ours / ours_s, ours_seq, ours_char,
-         f"{reach:.0f} s = {reach / seed_s:.2f}x seed" if reach is not None else "not reached",
-         f"{target:.0f} s" if target is not None else "not reached"),
-    ]
+    table, seed_seq, seed_s = [], None, None
+    if "seed" in rows:
+        files = seed_files(os.path.join(args.work, "seed_png"), args.seed_rounds, args.reuse)
+        files = files[:args.seed_max_files or None]
+        seed, seed_s, seed_n = run_seed(args, files)
+        rgb = (images if images.shape[-1] == 3 else np.repeat(images, 3, axis=-1)) / 255
+        seed_seq, seed_char = scores(seed.predict(rgb, batch_size=500, verbose=0), labels)
+        print(f"seed train_s={seed_s:.0f} test_sequence_accuracy={seed_seq:.4f} test_char_accuracy={seed_char:.4f}", flush=True)
+        table.append(("seed recipe", "PNG files 120x100", None, seed_s, seed_n * args.seed_epochs / seed_s, seed_seq,
+                      seed_char, "-", "-"))
+    rates = {}
+    for name in ("png", "raw"):
+        if name not in rows:
+            continue
+        data_root, data = datasets[name]
+        spec = data.spec
+        test_images = images if name == "png" else test_arrays(data_root, spec)[0]
+        print(f"ours {name}: {spec.describe()}", flush=True)
+        curve = run_ours(args, data_root, data, test_images, labels)
+        ours_s, ours_seq, ours_char = curve.curve[-1]
+        rates[name] = curve.steps * args.batch_size / ours_s
+        reach = next((s for s, seq, _ in curve.curve if seq >= seed_seq), None) if seed_seq is not None else None
+        target = next((s for s, seq, _ in curve.curve if seq >= args.target), None)
+        shards = data.split("train").shards
+        resized = ours.working_size(spec, args.scale) != spec.input_shape[:2]
+        source = f"{name.upper()} {spec.store_width}x{spec.store_height}{', resized in the model' if resized else ''}"
+        table.append((f"ours, {name}", source, sum(s.bytes for s in shards) / sum(s.records for s in shards),
+                      ours_s, rates[name], ours_seq, ours_char,
+                      "-" if seed_s is None else f"{reach:.0f} s = {reach / seed_s:.2f}x seed" if reach is not None else "not reached",
+                      f"{target:.0f} s" if target is not None else "not reached"))
     print(f"\ntest split: {len(labels)} images, labels unseen in our training; mode {manifest.spec.mode}")
-    print("| recipe | training wall s | examples/s | test sequence acc | test char acc | time to seed's sequence acc "
-          f"| time to {args.target:.1%} |")
-    print("|---|---|---|---|---|---|---|")
-    for name, s, rate, seq, char, reach_text, target_text in rows:
-        print(f"| {name} | {s:.0f} | {rate:.0f} | {seq:.4f} | {char:.4f} | {reach_text} | {target_text} |")
+    print("| recipe | input | bytes/record | training wall s | examples/s | vs PNG | test sequence acc | test char acc "
+          f"| time to seed's sequence acc | time to {args.target:.1%} |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, source, size, s, rate, seq, char, reach_text, target_text in table:
+        ratio = f"{rate / rates['png']:.2f}x" if "png" in rates and name.startswith("ours") else "-"
+        print(f"| {name} | {source} | {'-' if size is None else f'{size:.0f}'} | {s:.0f} | {rate:.0f} | {ratio} | {seq:.4f} "
+              f"| {char:.4f} | {reach_text} | {target_text} |")
     return 0
 
 
