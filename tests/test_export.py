@@ -242,3 +242,20 @@ def test_a_model_dir_without_saved_model_is_one_line(trained, tmp_path, capsys):
     (broken / "1/saved_model.pb").unlink()
     assert predict.main(["--model-dir", str(broken), str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: {broken}: no saved_model.pb beside assets.extra/captcha_spec.json (an incomplete export?)\n"
+
+
+def test_62_classes_by_6_characters(tmp_path, capsys, make_dataset):
+    """-d -l -u at length 6: generate, train (one short epoch), evaluate and predict."""
+    from trainer import evaluate, predict, train
+
+    data = make_dataset("-d", "-l", "-u", "--length", "6", "--width", "60", "--height", "20", "--image-format", "raw",
+                        "--train-examples", "64", "--validation-examples", "16", "--test-examples", "16", "--num-shards", "1")
+    assert train.main(train_args(data, str(tmp_path), "--epochs", "1")) == 0
+    assert evaluate.main(["--model-dir", str(tmp_path / "model"), "--data", f"{data}/test", "--report",
+                          str(tmp_path / "r.json"), "--gallery", str(tmp_path / "g.png"), "--samples", str(tmp_path / "s")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(report["per_position_accuracy"]) == 6 and len(report["spec"]["alphabet"]) == 62
+    capsys.readouterr()
+    assert predict.main(["--model-dir", str(tmp_path / "model"), str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "/8 labelled files)" in out and "predicted 8 file(s), 0 error(s)" in out
