@@ -149,10 +149,10 @@ def test_raw_pixels_and_render_size_pngs_give_the_same_predictions(raw_trained):
 
     from beam_jobs.render import Renderer, example_seed
     from tfrecord import framing, schema
-    from tfrecord.manifest import load_manifest
+    from tfrecord.manifest import read_manifest
     from trainer import export
 
-    manifest = load_manifest(str(raw_trained / "data"))
+    manifest = read_manifest(str(raw_trained / "data"))
     spec = manifest.spec
     model, model_spec = export.load(str(raw_trained / "model"))
     assert model_spec == spec and spec.input_shape == (20, 20, 1)
@@ -209,12 +209,12 @@ def test_evaluate_and_predict_a_raw_model(raw_trained, tmp_path, capsys):
     assert sorted(Image.open(p).size for p in samples.iterdir()) == [(20, 20)] * 4
     capsys.readouterr()
     assert predict.main(["--model-dir", str(raw_trained / "model"), str(samples)]) == 0
-    assert "(4 labelled files)" in capsys.readouterr().out
+    assert "/4 labelled files)" in capsys.readouterr().out
 
 
 def test_evaluate_checks_outputs_first_and_names_samples_safely(tmp_path, capsys, make_dataset):
     """Labels made of `/` and `_` become safe file names; an unwritable --report fails before any evaluation."""
-    from trainer import evaluate, export
+    from trainer import evaluate, export, predict
     from trainer.model import build_model
 
     data = make_dataset("--chars", "/_", "--length", "2", "--width", "40", "--height", "24", "--train-examples", "4",
@@ -232,6 +232,9 @@ def test_evaluate_checks_outputs_first_and_names_samples_safely(tmp_path, capsys
     assert evaluate.main([*args, "--report", str(tmp_path / "r.json"), "--samples", str(tmp_path / "s")]) == 0
     names = sorted(os.listdir(tmp_path / "s"))
     assert len(names) == 8 and all(n[:6] in ("%2F%2F", "%2F%5F", "%5F%2F", "%5F%5F") for n in names)
+    capsys.readouterr()
+    predict.main(["--model-dir", str(tmp_path / "model"), str(tmp_path / "s")])
+    assert "/8 labelled files)" in capsys.readouterr().out  # predict reads the labels back from the names
 
 
 def test_a_model_dir_without_saved_model_is_one_line(trained, tmp_path, capsys):
@@ -259,3 +262,23 @@ def test_62_classes_by_6_characters(tmp_path, capsys, make_dataset):
     assert predict.main(["--model-dir", str(tmp_path / "model"), str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
     assert "/8 labelled files)" in out and "predicted 8 file(s), 0 error(s)" in out
+
+
+def test_bytes_signature_follows_the_shared_image_policy(tiny_model):
+    """What trainer.images accepts, the signature reads; what it refuses for its size or format, the signature
+    refuses too (so a TF Serving endpoint answers as `serve` and `predict` do)."""
+    import tensorflow as tf
+    from test_images import CASES
+
+    from trainer import export
+
+    default = export.load(str(tiny_model))[0].signatures["serving_default"]
+    for name, data, reason in CASES:
+        if reason is None:
+            assert default(image_bytes=tf.constant([data]))["text"].shape == (1,), name
+        elif reason.startswith("image is") or reason in ("not a PNG or JPEG image", "empty"):
+            with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+                default(image_bytes=tf.constant([data]))
+            # bomb.jpg is a bare frame header that TensorFlow's JPEG header reader refuses on its own terms
+            told = "Invalid JPEG data" if name == "bomb.jpg" else reason.replace("empty", "not a PNG or JPEG image")
+            assert told in refused.value.message, name

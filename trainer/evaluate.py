@@ -81,19 +81,17 @@ def save_gallery(errors, path, columns=4):
     from PIL import Image, ImageDraw
 
     captions = [f"{truth} -> {predicted} ({confidence:.2f})" for _, truth, predicted, confidence in errors]
-    images = [Image.fromarray(np.squeeze(pixels, -1) if pixels.shape[-1] == 1 else pixels) for pixels, *_ in errors]
-    # cells as wide as the longest caption: stored images can be narrower than their caption
-    width = max([image.width for image in images] + [int(ImageDraw.Draw(Image.new("L", (1, 1))).textlength(c))
-                                                     for c in captions])
-    tiles = [(_widened(image, width), caption) for image, caption in zip(images, captions)]
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+    tiles = []
+    for (pixels, *_), caption in zip(errors, captions):
+        image = Image.fromarray(np.squeeze(pixels, -1) if pixels.shape[-1] == 1 else pixels)
+        # as wide as the longest caption: stored images can be narrower than their captions
+        cell = Image.new(image.mode, (max(image.width, *(int(measure.textlength(c)) for c in captions)), image.height),
+                         "white")
+        cell.paste(image)
+        tiles.append((cell, caption))
     with open(path, "wb") as f:
         f.write(contact_sheet(tiles, columns, color="red", empty="no errors", image_size=(200, 40)))
-
-
-def _widened(image, width):
-    canvas = Image.new(image.mode, (width, image.height), "white")
-    canvas.paste(image, (0, 0))
-    return canvas
 
 
 def save_samples(samples, folder):
