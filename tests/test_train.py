@@ -126,7 +126,7 @@ def test_mixed_precision_forced_on_cpu():
         model = compile_model(build_model(TINY_SPEC, scale=1), 0.01)
         model.optimizer.build(model.trainable_variables)
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-        images = np.random.default_rng(0).integers(0, 256, (8, *model.input_shape[1:])).astype("float32") / 255
+        images = np.random.default_rng(0).integers(0, 256, (8, *model.input_shape[1:])).astype("uint8")  # what readers yield
         labels = np.zeros((8, TINY_SPEC.length), "int32")
         batches = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
         assert not train.step_function(model, tf.distribute.get_strategy())(batches, tf.constant(0.0))
