@@ -58,7 +58,7 @@ def _open_fifo_for_writing(path, stop):
         except OSError as e:
             if e.errno != errno.ENXIO:
                 raise
-            time.sleep(0.05)
+            time.sleep(0.005)
             continue
         os.set_blocking(fd, True)
         with contextlib.suppress(OSError, AttributeError):  # fewer wake-ups than the 64 KiB default

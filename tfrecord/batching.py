@@ -2,9 +2,9 @@
 
 The readers produce blocks of verified serialized records in Python (both CRCs checked, errors name
 the source and byte offset). Shuffling and batching happen here in Python, so tf.data receives one
-tensor of serialized records per batch (one Python -> TF hop per batch, not per record); parsing and
-decoding then run per batch in parallel in tf.data: `tf.io.decode_raw` for raw records, one PNG
-decode per image (inside one map over the batch) for PNG records.
+tensor of serialized records per group of whole batches (one Python -> TF hop per group, never per
+record); parsing and decoding run per group in parallel in tf.data (`tf.io.decode_raw` for raw
+records, one PNG decode per image inside one map for PNG), then the group is cut into batches.
 """
 import random
 
@@ -14,6 +14,7 @@ from tfrecord import schema
 from tfrecord.spec import CaptchaSpec
 
 AUTOTUNE = tf.data.AUTOTUNE
+GROUP = 1024  # records per Python -> TF hop and per decode call (whole batches)
 
 
 def decode_batch(serialized, spec: CaptchaSpec):
@@ -71,26 +72,31 @@ def every_nth(blocks, n, index):
 class Passes:
     """A callable for `Dataset.from_generator`: each call (each iteration of the dataset) is a new stream.
 
-    `blocks(rng, iteration)` yields blocks of records; with a seed, iteration k shuffles with (seed, k),
-    so epochs differ from one another and runs repeat exactly.
+    `blocks(rng)` yields blocks of records; with a seed, iteration k shuffles with (seed, k), so epochs
+    differ from one another and runs repeat exactly.
     """
 
-    def __init__(self, blocks, batch_size, *, shuffle_buffer=0, seed=None):
-        self.blocks, self.batch_size, self.shuffle_buffer, self.seed = blocks, batch_size, shuffle_buffer, seed
+    def __init__(self, blocks, group, *, shuffle_buffer=0, seed=None):
+        self.blocks, self.group, self.shuffle_buffer, self.seed = blocks, group, shuffle_buffer, seed
         self.iteration = 0
 
     def __call__(self):
         iteration, self.iteration = self.iteration, self.iteration + 1
         rng = random.Random(None if self.seed is None else f"{self.seed}/{iteration}")
-        blocks = self.blocks(rng, iteration)
+        blocks = self.blocks(rng)
         if self.shuffle_buffer:
             blocks = shuffled(blocks, self.shuffle_buffer, rng)
-        yield from batches(blocks, self.batch_size)
+        yield from batches(blocks, self.group)
 
 
-def dataset(passes: Passes, spec: CaptchaSpec, *, deterministic=False):
-    """Batches of serialized records from `passes` -> prefetched tf.data of decoded (images, labels)."""
+def dataset(blocks, spec: CaptchaSpec, batch_size, *, shuffle_buffer=0, seed=None, deterministic=False):
+    """`blocks(rng)` -> prefetched tf.data of decoded (images, labels) batches of `batch_size`.
+
+    Records cross into tf.data GROUP of them at a time (whole batches), are decoded per group in
+    parallel, then cut into batches: the per-call cost of a Python -> TF hop is paid once per group.
+    """
+    group = batch_size * max(1, GROUP // batch_size)
+    passes = Passes(blocks, group, shuffle_buffer=shuffle_buffer, seed=seed)
     records = tf.data.Dataset.from_generator(passes, output_signature=tf.TensorSpec([None], tf.string))
-    decoded = records.map(lambda s: decode_batch(s, spec), num_parallel_calls=AUTOTUNE,
-                          deterministic=deterministic)
-    return decoded.prefetch(AUTOTUNE)
+    decoded = records.map(lambda s: decode_batch(s, spec), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    return (decoded.rebatch(batch_size) if group > batch_size else decoded).prefetch(AUTOTUNE)

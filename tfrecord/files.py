@@ -110,7 +110,7 @@ def files_dataset(source, spec, batch_size, *, manifest=None, split=None, subset
         if not shards:
             raise UserError(f"{source}: fewer shards than workers; worker {worker_index} of {num_workers} gets none")
 
-    def blocks(rng, iteration):
+    def blocks(rng):
         for _ in itertools.count() if repeat else range(1):
             if shuffle_buffer:
                 order = rng.sample(shards, len(shards))
@@ -119,5 +119,5 @@ def files_dataset(source, spec, batch_size, *, manifest=None, split=None, subset
                 for shard in shards:
                     yield from read_shard(*shard)
 
-    passes = batching.Passes(blocks, batch_size, shuffle_buffer=shuffle_buffer, seed=seed)
-    return batching.dataset(passes, spec, deterministic=deterministic)
+    return batching.dataset(blocks, spec, batch_size, shuffle_buffer=shuffle_buffer, seed=seed,
+                            deterministic=deterministic)

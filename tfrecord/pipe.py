@@ -43,7 +43,7 @@ def _wait_for(path, source, timeout):
     while not os.path.exists(path):
         if time.monotonic() > deadline:
             raise UserError(f"{source}: FIFO {path} did not appear within {timeout:g} s")
-        time.sleep(0.05)
+        time.sleep(0.005)  # polled often: switching to the next FIFO costs little next to an epoch
 
 
 def _chunks(fd, path, source, timeout, block_size):
@@ -147,10 +147,10 @@ def pipe_dataset(channel, spec, batch_size, *, records=None, timeout=300, block_
     config = channel_config(channel)
     fifos = itertools.count()  # shared by every iteration: each opens FIFOs no iteration has read
 
-    def blocks(rng, iteration):
+    def blocks(rng):
         for epoch in fifos if repeat else [next(fifos)]:
             stream = read_fifo(channel, epoch, config, records=records, timeout=timeout, block_size=block_size)
             yield from batching.every_nth(stream, num_workers, worker_index) if num_workers > 1 else stream
 
-    passes = batching.Passes(blocks, batch_size, shuffle_buffer=shuffle_buffer, seed=seed)
-    return batching.dataset(passes, spec, deterministic=deterministic)
+    return batching.dataset(blocks, spec, batch_size, shuffle_buffer=shuffle_buffer, seed=seed,
+                            deterministic=deterministic)
