@@ -8,7 +8,7 @@
 
 (b)-(e) yield uint8 batches as the trainer draws them: one repeat=True stream through a 2,048-record
 shuffle buffer. The Pipe FIFOs are fed by the one Pipe agent (launch/pipe_agent.py) in a process of its
-own, as SageMaker's agent runs outside the training process. Rates are timed from the first batch on.
+own, as SageMaker's agent runs outside the training process. Rates include the start-up.
 CPU is this process's CPU time (every thread) per example, shown as the cores needed per 20,000
 images/s: about what one GPU trains this model at.
 
@@ -96,10 +96,9 @@ def start_agent(channel, root):
 
 
 def measure(batches, count):
-    """(examples, examples/s, CPU seconds per example) over `count` examples, timed from the first batch on."""
-    batches = iter(batches)
-    next(batches)
+    """(examples, examples/s, CPU seconds per example) over `count` examples, start-up included."""
     start, cpu, n = time.perf_counter(), time.process_time(), 0
+    batches = iter(batches)
     while n < count:
         n += len(next(batches)[0])
     return n, n / (time.perf_counter() - start), (time.process_time() - cpu) / n
@@ -107,7 +106,7 @@ def measure(batches, count):
 
 def run_row(row, roots, files, args):
     spec = read_manifest(roots[row]).spec if row != "a" else None
-    count = args.examples * args.passes - BATCH
+    count = args.examples * args.passes
     stream = dict(shuffle_buffer=SHUFFLE, seed=0, repeat=True)
     if row == "a":
         return measure(seed_loader(files, read_manifest(roots["b"]).spec, args.passes + 1), count)
