@@ -15,11 +15,12 @@ from launch.pipe_agent import Progress, feed_pipe
 from tfrecord import sagemaker
 from tfrecord.batching import every_nth
 from tfrecord.channels import channel
-from tfrecord.errors import UserError, embedded_user_error
+from tfrecord.errors import UserError
 from tfrecord.files import files_dataset, shard_files
 from tfrecord.framing import frame
 from tfrecord.manifest import read_manifest
 from tfrecord.pipe import pipe_dataset
+from reading import first_error, labels
 
 
 @pytest.fixture
@@ -62,16 +63,6 @@ def write(path, data):
     path.write_bytes(data)
     return path
 
-
-def labels(ds):
-    return [tuple(r) for _, y in ds for r in y.numpy().tolist()]
-
-
-def first_error(ds):
-    with pytest.raises(Exception) as info:
-        for _ in ds:
-            pass
-    return embedded_user_error(info.value) or str(info.value)
 
 
 def test_keras_fit_reads_one_fifo_per_epoch(tiny_dataset, container, agent):

@@ -7,21 +7,12 @@ import pytest
 
 from tfrecord import schema
 from tfrecord.channels import channel
-from tfrecord.errors import ManifestError, UserError, embedded_user_error
+from tfrecord.errors import ManifestError, UserError
 from tfrecord.files import files_dataset, shard_files
 from tfrecord.framing import frame, read_records
 from tfrecord.manifest import read_manifest
+from reading import first_error, labels
 
-
-def labels(ds):
-    return [tuple(row) for _, y in ds for row in y.numpy().tolist()]
-
-
-def first_error(ds):
-    with pytest.raises(Exception) as info:
-        for _ in ds:
-            pass
-    return embedded_user_error(info.value) or str(info.value)
 
 
 def records(path):
