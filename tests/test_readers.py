@@ -130,18 +130,25 @@ def test_a_corrupt_shard_names_the_shard_and_offset(copy, where, reason):
     assert first_error(ds) == f"{path}: corrupt record at byte {second}: {reason}"
 
 
-def test_train_on_a_corrupt_shard_is_one_line_and_exit_2(copy, tmp_path, capsys):
+def test_train_and_evaluate_on_a_corrupt_shard_are_one_line_and_exit_2(copy, tiny_model, tmp_path, capsys):
+    from trainer import evaluate, train
     from trainer_data import train_args
-    from trainer import train
 
     root, manifest = copy
-    path = root / manifest.split("train").shards[0].path
-    data = bytearray(path.read_bytes())
-    data[-3] ^= 0xFF  # the last record's payload CRC
-    path.write_bytes(bytes(data))
+    for split in ("train", "test"):
+        path = root / manifest.split(split).shards[0].path
+        data = bytearray(path.read_bytes())
+        data[-3] ^= 0xFF  # the last record's payload CRC
+        path.write_bytes(bytes(data))
+    capsys.readouterr()
     assert train.main(train_args(root, tmp_path / "out", "--epochs", "1")) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {path}: corrupt record at byte ") and "payload CRC" in err[0]
+    assert evaluate.main(["--model-dir", str(tiny_model), "--data", str(root / "test"),
+                          "--report", str(tmp_path / "report.json"), "--gallery", str(tmp_path / "errors.png")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2, lines
+    for split, line in zip(("train", "test"), lines):
+        path = root / manifest.split(split).shards[0].path
+        assert line.startswith(f"error: {path}: corrupt record at byte ") and line.endswith(": payload CRC mismatch")
 
 
 def test_bad_sources_are_refused(tiny_dataset, tmp_path):
