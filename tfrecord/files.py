@@ -10,10 +10,9 @@ import os
 
 from tfrecord import batching
 from tfrecord.errors import ManifestError, UserError
-from tfrecord.framing import RecordSplitter
+from tfrecord.framing import BLOCK_SIZE, RecordSplitter
 from tfrecord.manifest import MANIFEST_NAME
 
-BLOCK_SIZE = 1 << 20
 CYCLE = 16  # shards read round-robin, a block at a time, when shuffling
 
 
@@ -61,11 +60,11 @@ def _in_split(path, split):
     return path[len(split) + 1:] if path.startswith(f"{split}/") else path
 
 
-def read_shard(path, records=None, block_size=BLOCK_SIZE):
+def read_shard(path, records=None):
     """Yield blocks of verified records from one shard; with `records`, its count must match exactly."""
     splitter, count = RecordSplitter(path), 0
     with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(block_size):
+        while chunk := f.read(BLOCK_SIZE):
             block = splitter.feed(chunk)
             count += len(block)
             if records is not None and count > records:

@@ -11,7 +11,7 @@ from tfrecord.errors import CorruptRecordError
 
 _HEADER = struct.Struct("<QI")
 _FOOTER = struct.Struct("<I")
-BLOCK_SIZE = 4 << 20
+BLOCK_SIZE = 1 << 20  # bytes per read; also the pipe buffer the Pipe reader asks Linux for
 
 
 def masked_crc32c(data):

@@ -46,7 +46,7 @@ def _wait_for(path, source, timeout):
         time.sleep(0.005)  # polled often: switching to the next FIFO costs little next to an epoch
 
 
-def _chunks(fd, path, source, timeout, block_size):
+def _chunks(fd, path, source, timeout):
     """Bytes from the FIFO until its writer closes it; no data for `timeout` seconds is an error."""
     poller, offset = select.poll(), 0
     poller.register(fd, select.POLLIN)
@@ -55,7 +55,7 @@ def _chunks(fd, path, source, timeout, block_size):
             raise UserError(f"{source}: no data from FIFO {path} for {timeout:g} s at byte {offset} "
                             "(no writer opened it, or the writer stalled)")
         try:
-            chunk = os.read(fd, block_size)
+            chunk = os.read(fd, BLOCK_SIZE)
         except BlockingIOError:
             continue
         if not chunk:
@@ -64,7 +64,7 @@ def _chunks(fd, path, source, timeout, block_size):
         yield chunk
 
 
-def read_fifo(channel, epoch, config, *, records=None, timeout=300, block_size=BLOCK_SIZE):
+def read_fifo(channel, epoch, config, *, records=None, timeout=300):
     """Yield blocks of verified serialized records from one epoch's FIFO, until its writer closes it."""
     source = f"channel {channel} epoch {epoch}"
     path = sagemaker.fifo_path(channel, epoch)
@@ -75,7 +75,7 @@ def read_fifo(channel, epoch, config, *, records=None, timeout=300, block_size=B
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a blocking open would wait for a writer without bound
     try:
         _widen(fd)
-        for chunk in _chunks(fd, path, source, timeout, block_size):
+        for chunk in _chunks(fd, path, source, timeout):
             if gunzip:
                 chunk = gunzip.feed(chunk)
             if unwrap:
@@ -96,7 +96,7 @@ def read_fifo(channel, epoch, config, *, records=None, timeout=300, block_size=B
                             "(a stream cut short, or objects of another dataset)")
 
 
-def _widen(fd, size=1 << 20):
+def _widen(fd, size=BLOCK_SIZE):
     """Ask Linux for a 1 MiB pipe buffer (default 64 KiB): fewer, larger reads. Best effort."""
     try:
         fcntl.fcntl(fd, F_SETPIPE_SZ, size)
@@ -137,8 +137,8 @@ class _Gunzip:
             raise CorruptRecordError(self.source, self.offset, "stream ends inside a gzip member")
 
 
-def pipe_dataset(channel, spec, batch_size, *, records=None, timeout=300, block_size=BLOCK_SIZE, num_workers=1,
-                 worker_index=0, shuffle_buffer=0, seed=None, repeat=False, deterministic=False):
+def pipe_dataset(channel, spec, batch_size, *, records=None, timeout=300, num_workers=1, worker_index=0,
+                 shuffle_buffer=0, seed=None, repeat=False, deterministic=False):
     """Pipe-mode channel -> tf.data of (uint8 images, int32 labels) batches.
 
     `records`: how many records each FIFO must hold (the split's count on a FullyReplicated channel).
@@ -149,7 +149,7 @@ def pipe_dataset(channel, spec, batch_size, *, records=None, timeout=300, block_
 
     def blocks(rng):
         for epoch in fifos if repeat else [next(fifos)]:
-            stream = read_fifo(channel, epoch, config, records=records, timeout=timeout, block_size=block_size)
+            stream = read_fifo(channel, epoch, config, records=records, timeout=timeout)
             yield from batching.every_nth(stream, num_workers, worker_index) if num_workers > 1 else stream
 
     return batching.dataset(blocks, spec, batch_size, shuffle_buffer=shuffle_buffer, seed=seed,
