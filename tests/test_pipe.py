@@ -4,6 +4,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import threading
 import time
 
@@ -15,7 +16,7 @@ from launch.pipe_agent import Progress, feed_pipe
 from tfrecord import sagemaker
 from tfrecord.batching import every_nth
 from tfrecord.channels import channel
-from tfrecord.errors import UserError
+from tfrecord.errors import ManifestError, UserError
 from tfrecord.files import files_dataset, shard_files
 from tfrecord.framing import frame
 from tfrecord.manifest import read_manifest
@@ -238,10 +239,18 @@ def test_wrong_mode_or_unknown_channel_fails_fast(tiny_dataset, container):
         pipe_dataset("validation", spec, 8)
 
 
-def test_channel_picks_the_input_mode(tiny_dataset, container, agent, monkeypatch):
+def test_channel_picks_the_input_mode(tiny_dataset, tmp_path, container, agent, monkeypatch):
     manifest = read_manifest(str(tiny_dataset))
-    monkeypatch.setenv("SM_CHANNEL_VALIDATION", str(tiny_dataset / "validation"))
-    container(train=dict(), validation=dict(TrainingInputMode="FastFile"))
+    share = tmp_path / "validation"  # this host's ShardedByS3Key share of a FastFile channel: 2 of 3 shards
+    share.mkdir()
+    for path in shard_files(tiny_dataset / "validation")[1:]:
+        shutil.copy(path, share)
+    monkeypatch.setenv("SM_CHANNEL_VALIDATION", str(share))
+    container(train=dict(), validation=dict(TrainingInputMode="FastFile", S3DistributionType="ShardedByS3Key"))
     agent("train", shard_files(tiny_dataset / "train"))
     assert len(labels(channel("train", manifest.spec, 16, manifest=manifest))) == 120
-    assert len(labels(channel("validation", manifest.spec, 16, manifest=manifest))) == 32
+    share_records = sum(s.records for s in manifest.split("validation").shards[1:])
+    assert len(labels(channel("validation", manifest.spec, 16, manifest=manifest))) == share_records
+    shutil.copy(shard_files(tiny_dataset / "test")[0], share)
+    with pytest.raises(ManifestError, match=r"test-00000-of-00003.tfrecord: not one of the 3 shards of the 'validation'"):
+        channel("validation", manifest.spec, 16, manifest=manifest)
