@@ -84,7 +84,8 @@ def seed_loader(files, spec, passes):
 
 
 def start_agent(channel, root):
-    """The Pipe agent for `channel` in its own process, streaming the train shards epoch after epoch."""
+    """The Pipe agent for `channel` in its own process, streaming the train shards epoch after epoch; returns
+    once it has made the first FIFO."""
     config = {"TrainingInputMode": "Pipe", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None",
               "CompressionType": "None"}
     path = os.path.join(sagemaker.config_dir(), "inputdataconfig.json")
@@ -92,7 +93,10 @@ def start_agent(channel, root):
     with open(path, "w") as f:
         json.dump({**configs, channel: config}, f)
     objects = [(p, os.path.getsize(p)) for p in shard_files(os.path.join(root, "train"))]
-    return subprocess.Popen([sys.executable, "-c", AGENT, json.dumps([channel, objects, config])])
+    agent = subprocess.Popen([sys.executable, "-c", AGENT, json.dumps([channel, objects, config])])
+    while not os.path.exists(sagemaker.fifo_path(channel, 0)):  # up and waiting, as SageMaker's is at the start
+        time.sleep(0.01)
+    return agent
 
 
 def measure(batches, count):
