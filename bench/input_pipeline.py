@@ -24,12 +24,12 @@ import sys
 import time
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
 from beam_jobs import generate
 from tfrecord import sagemaker, schema
 from tfrecord.files import files_dataset, shard_files
+from tfrecord.framing import read_records
 from tfrecord.manifest import read_manifest
 from tfrecord.pipe import pipe_dataset
 
@@ -66,10 +66,14 @@ def png_files(root, work):
     folder = os.path.join(work, f"png-files-{os.path.basename(root)}")
     if not os.path.isdir(folder):
         os.makedirs(folder)
-        for n, record in enumerate(tf.data.TFRecordDataset(shard_files(os.path.join(root, "train")))):
-            feature = tf.train.Example.FromString(record.numpy()).features.feature
-            with open(os.path.join(folder, f"{feature[schema.TEXT].bytes_list.value[0].decode()}_{n}.png"), "wb") as f:
-                f.write(feature[schema.IMAGE].bytes_list.value[0])
+        n = 0
+        for shard in shard_files(os.path.join(root, "train")):
+            with open(shard, "rb") as stream:
+                for record in read_records(stream, shard):
+                    feature = schema.decode_example(record)
+                    with open(os.path.join(folder, f"{feature[schema.TEXT][0].decode()}_{n}.png"), "wb") as f:
+                        f.write(feature[schema.IMAGE][0])
+                    n += 1
     return sorted(glob.glob(os.path.join(folder, "*.png")))
 
 

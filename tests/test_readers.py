@@ -76,9 +76,9 @@ def test_raw_records_decode_per_batch_to_the_png_pixels(tiny_dataset, tmp_path):
     for shard in shard_files(tiny_dataset / "test"):
         raw = []
         for record in records(shard):
-            example = tf.train.Example.FromString(record).features.feature
-            pixels = tf.io.decode_png(example[schema.IMAGE].bytes_list.value[0]).numpy().tobytes()
-            raw.append(frame(schema.encode_example(pixels, example[schema.TEXT].bytes_list.value[0].decode(), raw_spec)))
+            feature = schema.decode_example(record)
+            pixels = tf.io.decode_png(feature[schema.IMAGE][0]).numpy().tobytes()
+            raw.append(frame(schema.encode_example(pixels, feature[schema.TEXT][0].decode(), raw_spec)))
         (tmp_path / shard.rsplit("/", 1)[1]).write_bytes(b"".join(raw))
     png = list(files_dataset(tiny_dataset / "test", png_spec, 10))
     raw = list(files_dataset(tmp_path, raw_spec, 10))
