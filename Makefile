@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := tf-cpu,beam,serve,launch,dev
+EXTRAS := tf-cpu,beam,inspect,serve,launch,dev
 DEMO_DIR ?= demo-output
 
 .PHONY: demo test bench venv clean

@@ -7,14 +7,20 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["beam_jobs", "tfrecord", "trainer", "launch"]),
     # The training side (trainer/, tfrecord/) needs only TensorFlow and google-crc32c, as in the
-    # SageMaker TensorFlow container; everything else is an extra.
+    # SageMaker TensorFlow container; every command's other imports come with its extra.
     install_requires=["google-crc32c>=1.5", "numpy"],
     extras_require={
-        "tf": ["tensorflow>=2.16", "tensorboard"],
-        "tf-cpu": ["tensorflow-cpu>=2.16", "tensorboard"],
-        "beam": ["apache-beam[aws,tfrecord,dask]>=2.60", "captcha==0.7.1", "pillow", "boto3", "dask", "distributed"],
-        "serve": ["flask", "waitress", "pillow"],
-        # SageMaker training jobs through the SDK v3 ModelTrainer; endpoints and local runs through boto3
+        # train, evaluate (its gallery needs Pillow), predict; `launch local` runs the trainer with them
+        "tf": ["tensorflow>=2.16", "tensorboard", "pillow"],
+        "tf-cpu": ["tensorflow-cpu>=2.16", "tensorboard", "pillow"],
+        # generate (Beam runners incl. Dask; boto3 for s3:// output)
+        "beam": ["apache-beam[dask]>=2.60", "captcha==0.7.1", "pillow", "boto3"],
+        # inspect (decodes the images, draws the contact sheet; boto3 for s3://)
+        "inspect": ["pillow", "boto3"],
+        # serve: the HTTP server and TensorFlow's CPU build (on a GPU host: [tf] plus flask and waitress)
+        "serve": ["flask", "waitress", "tensorflow-cpu>=2.16"],
+        # launch train (SDK v3 ModelTrainer), deploy/invoke/delete and launch local's S3 I/O (boto3),
+        # invoke --url (requests)
         "launch": ["sagemaker-train", "boto3", "requests"],
         # moto's standalone server for S3 and SageMaker only: its full `server` extra pins graphql-core
         # past what the SDK's graphene accepts
