@@ -11,6 +11,7 @@ import time
 import pytest
 
 from beam_jobs import generate, progress
+from tfrecord import schema
 from tfrecord.framing import read_records
 from tfrecord.manifest import read_manifest
 
@@ -33,13 +34,11 @@ def tree_hashes(root):
 
 def labels_of(root, split):
     manifest = read_manifest(str(root))
-    from tensorflow.core.example import example_pb2
-
     out = []
     for shard in manifest.split(split).shards:
         with open(os.path.join(root, shard.path), "rb") as f:
             for record in read_records(f, shard.path):
-                out.append(example_pb2.Example.FromString(record).features.feature["image/class/text"].bytes_list.value[0].decode())
+                out.append(schema.decode_example(record)[schema.TEXT][0].decode())
     return out
 
 

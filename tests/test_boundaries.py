@@ -1,0 +1,27 @@
+"""Dependency boundaries: the commands whose extras bring no TensorFlow run without it."""
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+WITHOUT_TENSORFLOW = """
+import sys
+sys.modules["tensorflow"] = sys.modules["keras"] = None  # any import of them now fails
+from beam_jobs import generate
+from tfrecord import validate
+import launch.local, launch.sagemaker_job
+out = sys.argv[1]
+generate.run(["--output", out, "--chars", "ab", "--length", "2", "--width", "40", "--height", "24",
+              "--train-examples", "6", "--validation-examples", "2", "--test-examples", "2", "--num-shards", "1"])
+sys.exit(validate.main([out, "--contact-sheet", out + "/sheet.png"]))
+"""
+
+
+def test_producer_inspect_and_launch_need_no_tensorflow(tmp_path):
+    """generate and inspect run, launch train and launch local import, with TensorFlow and Keras blocked."""
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, str(tmp_path / "data")], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ok: 10 examples match dataset.json" in proc.stdout
+    assert (tmp_path / "data/sheet.png").exists()
