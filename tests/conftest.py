@@ -1,4 +1,9 @@
-"""Shared fixtures: a real S3-protocol server on loopback (moto standalone, as a subprocess)."""
+"""Shared fixtures: a real S3-protocol server on loopback (moto standalone, as a subprocess), datasets
+written by the Beam job, and helpers every test file may use (free ports, uploads, train flags,
+predictions from a SavedModel here or in a fresh interpreter)."""
+import contextlib
+import io
+import json
 import os
 import socket
 import subprocess
@@ -38,6 +43,12 @@ def _default_storage_settings():
 
 
 @pytest.fixture(scope="session")
+def free_port():
+    """free_port() -> a loopback TCP port nobody listens on right now."""
+    return _free_port
+
+
+@pytest.fixture(scope="session")
 def aws_server():
     """moto's standalone server (S3, SageMaker, ...) on 127.0.0.1; `.url` is the endpoint URL."""
     port = _free_port()
@@ -71,9 +82,24 @@ def s3(aws_server):
     return types.SimpleNamespace(client=client, bucket=bucket, url=aws_server.url)
 
 
+@pytest.fixture
+def upload(s3):
+    """upload(folder, prefix="data") -> s3:// URI of a copy of the local folder in the test's bucket."""
+
+    def upload(folder, prefix="data"):
+        for dirpath, _, files in os.walk(folder):
+            for f in files:
+                rel = os.path.relpath(os.path.join(dirpath, f), folder)
+                s3.client.upload_file(os.path.join(dirpath, f), s3.bucket, f"{prefix}/{rel}")
+        return f"s3://{s3.bucket}/{prefix}"
+
+    return upload
+
+
 @pytest.fixture(scope="session")
 def make_dataset(tmp_path_factory):
-    """make_dataset(*generate_argv) -> Path of a dataset written by the Beam job (in-process DirectRunner), cached per argv."""
+    """make_dataset(*generate_argv) -> Path of a dataset written by the Beam job (in-process DirectRunner), cached
+    per argv; its progress bar and closing line are not part of the test's output."""
     from beam_jobs import generate
 
     cache = {}
@@ -81,7 +107,8 @@ def make_dataset(tmp_path_factory):
     def make(*argv):
         if argv not in cache:
             out = tmp_path_factory.mktemp("dataset")
-            generate.run(["--output", str(out), *argv])
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                generate.run(["--output", str(out), *argv])  # quietly: the test's own output is what it checks
             cache[argv] = out
         return cache[argv]
 
@@ -90,6 +117,9 @@ def make_dataset(tmp_path_factory):
 
 TINY = ("-d", "--length", "2", "--width", "40", "--height", "24", "--train-examples", "120",
         "--validation-examples", "32", "--test-examples", "32", "--num-shards", "3", "--holdout-labels")
+# 4 label strings, so a few epochs on 256 images learn them well above chance (0.25)
+LEARNABLE = ("--chars", "01", "--length", "2", "--width", "40", "--height", "24", "--train-examples", "256",
+             "--validation-examples", "64", "--test-examples", "64", "--num-shards", "2")
 
 
 @pytest.fixture(scope="session")
@@ -99,10 +129,64 @@ def tiny_dataset(make_dataset):
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory, tiny_dataset):
+def learnable_dataset(make_dataset):
+    """A dataset a tiny model learns in a few epochs: alphabet "01", length 2, 40x24 grayscale; train 256,
+    validation 64, test 64, 2 shards each."""
+    return make_dataset(*LEARNABLE)
+
+
+@pytest.fixture(scope="session")
+def learnable_spec():
+    """The spec `learnable_dataset` is made with."""
+    from tfrecord.spec import CaptchaSpec
+
+    return CaptchaSpec(alphabet="01", length=2, width=40, height=24)
+
+
+@pytest.fixture(scope="session")
+def train_args():
+    """train_args(root, out, *extra) -> flags for `trainer.train.main` on the dataset at `root`, writing under `out`."""
+
+    def args(root, out, *extra):
+        return ["--train", f"{root}/train", "--validation", f"{root}/validation", "--model-dir", f"{out}/model",
+                "--checkpoint-dir", f"{out}/checkpoints", "--output-data-dir", f"{out}/output",
+                "--scale", "1", "--batch-size", "32", "--learning-rate", "0.01", "--patience", "20", *extra]
+
+    return args
+
+
+def _serving_default(model_dir, images):
+    """(texts, probabilities) from the SavedModel's serving_default signature for PNG bytes."""
+    import tensorflow as tf
+
+    from trainer import export
+
+    model, _ = export.load(model_dir)
+    out = model.signatures["serving_default"](image_bytes=tf.constant(images))
+    return [t.decode() for t in out["text"].numpy()], out["probabilities"].numpy().tolist()
+
+
+@pytest.fixture(scope="session")
+def serving_predictions():
+    """serving_predictions(model_dir, images, fresh_process=False) -> (texts, probabilities) of the
+    SavedModel's default signature, in this process or in a fresh interpreter."""
+
+    def predict(model_dir, images, fresh_process=False):
+        if not fresh_process:
+            return _serving_default(model_dir, images)
+        code = ("import json, sys; sys.path.insert(0, 'tests'); from conftest import _serving_default; "
+                "print(json.dumps(_serving_default(sys.argv[1], [bytes.fromhex(h) for h in sys.argv[2:]])))")
+        proc = subprocess.run([sys.executable, "-c", code, model_dir, *[i.hex() for i in images]], capture_output=True,
+                              text=True, check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        return tuple(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    return predict
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tiny_dataset, train_args):
     """A model trained for one epoch on tiny_dataset and exported: its model dir (for predict and serve)."""
     from trainer import train
-    from trainer_data import train_args
 
     out = tmp_path_factory.mktemp("tiny-model")
     assert train.main(train_args(tiny_dataset, out, "--epochs", "1")) == 0

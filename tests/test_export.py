@@ -4,8 +4,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -14,15 +12,14 @@ from PIL import Image
 
 from tfrecord.spec import CaptchaSpec
 
-from trainer_data import TINY, TINY_SPEC, train_args
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, make_dataset):
+def trained(tmp_path_factory, learnable_dataset, train_args):
     from trainer import train
 
     root = tmp_path_factory.mktemp("trained")
-    data = make_dataset(*TINY)
+    data = learnable_dataset
     (root / "data").symlink_to(data)
     assert train.main(train_args(data, str(root), "--epochs", "12")) == 0
     return root
@@ -43,44 +40,28 @@ def test_learns_above_chance(trained, tmp_path, capsys):
     assert "sequence_accuracy=" in capsys.readouterr().out
 
 
-def test_export_layout_and_signatures(trained):
+def test_export_layout_and_signatures(trained, learnable_spec):
     from trainer import export
 
     version = trained / "model/1"
     assert (version / "saved_model.pb").exists() and (trained / "model/model.keras").exists()
-    assert json.loads((version / "assets.extra/captcha_spec.json").read_text()) == TINY_SPEC.to_dict()
+    assert json.loads((version / "assets.extra/captcha_spec.json").read_text()) == learnable_spec.to_dict()
     model, spec = export.load(str(trained / "model"))
-    assert spec == TINY_SPEC
+    assert spec == learnable_spec
     default = model.signatures["serving_default"]
     assert list(default.structured_input_signature[1]) == ["image_bytes"]
     assert set(default.structured_outputs) == {"text", "probabilities", "confidence"}
     assert list(model.signatures["serving_pixels"].structured_input_signature[1]) == ["pixels"]
 
 
-def _predict_in_process(model_dir, images):
-    import tensorflow as tf
-
-    from trainer import export
-
-    model, _ = export.load(model_dir)
-    out = model.signatures["serving_default"](image_bytes=tf.constant(images))
-    return [t.decode() for t in out["text"].numpy()], out["probabilities"].numpy().tolist()
-
-
-def test_reload_in_fresh_process_gives_same_predictions(trained):
-    import keras
-
+def test_reload_in_fresh_process_gives_same_predictions(trained, learnable_spec, serving_predictions):
     from beam_jobs.render import Renderer
 
-    renderer = Renderer(TINY_SPEC)
+    renderer = Renderer(learnable_spec)
     images = [renderer.render(t, i) for i, t in enumerate(["01", "10", "11", "00"])]
     model_dir = str(trained / "model")
-    code = ("import json, sys; sys.path.insert(0, 'tests'); from test_export import _predict_in_process; "
-            f"print(json.dumps(_predict_in_process({model_dir!r}, [bytes.fromhex(h) for h in {[i.hex() for i in images]!r}])))")
-    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           cwd=os.path.dirname(os.path.dirname(__file__)))
-    texts, probabilities = json.loads(fresh.stdout.strip().splitlines()[-1])
-    here_texts, here_probabilities = _predict_in_process(model_dir, images)
+    texts, probabilities = serving_predictions(model_dir, images, fresh_process=True)
+    here_texts, here_probabilities = serving_predictions(model_dir, images)
     assert texts == here_texts
     np.testing.assert_allclose(probabilities, here_probabilities, atol=1e-5)
     # the .keras file is the same model
@@ -88,7 +69,7 @@ def test_reload_in_fresh_process_gives_same_predictions(trained):
     from trainer.export import decode_images
 
     keras_model = keras.saving.load_model(str(trained / "model/model.keras"))
-    np.testing.assert_allclose(keras_model.predict(decode_images(tf.constant(images), TINY_SPEC), verbose=0),
+    np.testing.assert_allclose(keras_model.predict(decode_images(tf.constant(images), learnable_spec), verbose=0),
                                here_probabilities, atol=1e-5)
 
 
@@ -105,17 +86,17 @@ def test_evaluate_refuses_other_spec(trained, tmp_path, capsys, make_dataset):
     assert not (tmp_path / "r.json").exists()
 
 
-def test_predict_files_and_folders(trained, tmp_path, capsys):
+def test_predict_files_and_folders(trained, learnable_spec, tmp_path, capsys):
     from beam_jobs.render import Renderer
     from trainer import predict
 
-    renderer = Renderer(TINY_SPEC)
+    renderer = Renderer(learnable_spec)
     for i, text in enumerate(["01", "10", "11"]):
         (tmp_path / f"{text}_{i:08d}.png").write_bytes(renderer.render(text, 100 + i))
     (tmp_path / "notes.png").write_bytes(b"not an image")
     big = tmp_path / "big" / "01_x.png"
     big.parent.mkdir()
-    big.write_bytes(Renderer(TINY_SPEC.__class__(alphabet="01", length=2, width=60, height=24)).render("01", 1))
+    big.write_bytes(Renderer(learnable_spec.__class__(alphabet="01", length=2, width=60, height=24)).render("01", 1))
     assert predict.main(["--model-dir", str(trained / "model"), str(tmp_path), str(big)]) == 1
     out = capsys.readouterr()
     assert "notes.png: not a PNG or JPEG image" in out.err and "image is 60x24" in out.err
@@ -132,7 +113,7 @@ RAW = ("--chars", "01", "--length", "2", "--width", "40", "--height", "40", "--i
 
 
 @pytest.fixture(scope="module")
-def raw_trained(tmp_path_factory, make_dataset):
+def raw_trained(tmp_path_factory, make_dataset, train_args):
     from trainer import train
 
     root = tmp_path_factory.mktemp("raw")
@@ -247,7 +228,7 @@ def test_a_model_dir_without_saved_model_is_one_line(trained, tmp_path, capsys):
     assert capsys.readouterr().err == f"error: {broken}: no saved_model.pb beside assets.extra/captcha_spec.json (an incomplete export?)\n"
 
 
-def test_62_classes_by_6_characters(tmp_path, capsys, make_dataset):
+def test_62_classes_by_6_characters(tmp_path, capsys, make_dataset, train_args):
     """-d -l -u at length 6: generate, train (one short epoch), evaluate and predict."""
     from trainer import evaluate, predict, train
 

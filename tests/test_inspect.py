@@ -7,8 +7,8 @@ import shutil
 import pytest
 from PIL import Image
 
-from tfrecord import validate
 from beam_jobs.render import Renderer
+from tfrecord import schema, validate
 from tfrecord.framing import frame, read_records
 from tfrecord.manifest import read_manifest
 from tfrecord.schema import encode_example
@@ -27,7 +27,43 @@ def test_a_valid_dataset_passes_and_draws_a_contact_sheet(dataset, tmp_path, cap
     assert validate.main([str(dataset), "--contact-sheet", str(sheet), "--samples", "12"]) == 0
     out = capsys.readouterr().out
     assert "train" in out and "ok: 184 examples match dataset.json" in out
-    assert Image.open(sheet).size[0] > 0
+    assert "(12 images)" in out  # 4 from each split
+    image = Image.open(sheet).convert("L")
+    cell_w, cell_h = 40 + 4, 24 + 14 + 4  # 40x24 images, 2 px padding around each, a 14 px caption below
+    assert image.size == (8 * cell_w, 2 * cell_h)  # 8 columns, 12 images -> 2 rows
+    for k in range(16):
+        x, y = (k % 8) * cell_w, (k // 8) * cell_h
+        picture = image.crop((x + 2, y + 2, x + 42, y + 26))
+        caption = image.crop((x, y + 26, x + cell_w, y + cell_h))
+        drawn = [picture.getextrema()[0] < 250, caption.getextrema()[0] < 128]  # not white; black text
+        assert drawn == ([True, True] if k < 12 else [False, False]), k  # a captioned image in each used cell
+
+
+def test_s3_dataset_through_aws_endpoint_url(tiny_dataset, s3, upload, monkeypatch, capsys):
+    """boto3's own AWS_ENDPOINT_URL reaches every S3 call, as --s3_endpoint_url does."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.url)
+    data = upload(tiny_dataset, prefix="tiny")
+    assert validate.main([data]) == 0
+    assert "ok: 184 examples match dataset.json" in capsys.readouterr().out
+
+
+def test_the_example_decoder_reads_what_tensorflow_writes():
+    """schema.decode_example (pure Python, used by inspect and the tests) against TensorFlow's protobuf."""
+    import tensorflow as tf
+
+    features = {"b": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x", b"", bytes(range(256))])),
+                "i": tf.train.Feature(int64_list=tf.train.Int64List(value=[-3, 0, 2**40, -(2**63)])),
+                "f": tf.train.Feature(float_list=tf.train.FloatList(value=[1.5, -2.0])),
+                "empty": tf.train.Feature()}
+    serialized = tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    assert schema.decode_example(serialized) == {"b": [b"x", b"", bytes(range(256))], "i": [-3, 0, 2**40, -(2**63)],
+                                                 "f": [1.5, -2.0], "empty": []}
+    spec = CaptchaSpec(alphabet="01", length=2, width=40, height=24)
+    ours = schema.decode_example(encode_example(b"\x89PNG", "10", spec))
+    assert ours[schema.TEXT] == [b"10"] and ours[schema.LABEL] == [1, 0] and ours[schema.IMAGE] == [b"\x89PNG"]
+    for cut in (1, len(serialized) // 2, len(serialized) - 1):
+        with pytest.raises(ValueError, match="truncated"):
+            schema.decode_example(serialized[:cut])
 
 
 def rewrite_record(dataset, shard_path, index, record):
@@ -74,3 +110,13 @@ def test_a_stray_file_in_a_split_folder_is_refused(dataset, capsys):
 def test_no_manifest_is_not_a_dataset(dataset, capsys):
     (dataset / "dataset.json").unlink()
     assert "data: no dataset.json (not a dataset written by" in fail(dataset, capsys)
+
+
+def test_a_manifest_that_is_not_an_object_is_one_line(dataset, capsys):
+    (dataset / "dataset.json").write_text("[]")
+    assert "dataset.json: not a valid dataset manifest (a JSON list, not an object)" in fail(dataset, capsys)
+
+
+def test_unknown_flags_are_refused(dataset, capsys):
+    assert validate.main([str(dataset), "--contact-shet", "x.png"]) == 2
+    assert capsys.readouterr().err == "error: unknown flag --contact-shet (see --help)\n"

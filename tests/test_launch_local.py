@@ -6,7 +6,6 @@ import tarfile
 import pytest
 
 from launch import local, pipe_agent
-from test_launch_train import upload
 
 CONFIG = {"S3DistributionType": "FullyReplicated"}
 
@@ -23,8 +22,8 @@ def test_object_order_shuffle_and_sharding():
     assert sorted(hosts[0] + hosts[1]) == objects and not set(hosts[0]) & set(hosts[1])
 
 
-def run_local(s3, dataset, name, *flags, source="s3"):
-    data = upload(dataset, s3.client, s3.bucket, prefix=f"data-{name}") if source == "s3" else str(dataset)
+def run_local(s3, upload, dataset, name, *flags, source="s3"):
+    data = upload(dataset, prefix=f"data-{name}") if source == "s3" else str(dataset)
     return local.main([data, "--output-path", f"s3://{s3.bucket}/jobs", "--job-name", name,
                        "--hp", "epochs=2", "--hp", "batch-size=32", *flags])
 
@@ -35,12 +34,12 @@ def model_files(s3, name):
 
 
 @pytest.mark.parametrize("mode, source", [("Pipe", "s3"), ("File", "local")])
-def test_local_job(aws_server, s3, tiny_dataset, monkeypatch, capsys, mode, source):
+def test_local_job(aws_server, s3, upload, tiny_dataset, monkeypatch, capsys, mode, source):
     """Data from the loopback S3 server (or a local folder), model.tar.gz into the output bucket."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_server.url)
     if mode == "Pipe":
         pytest.importorskip("tfrecord.pipe")
-    assert run_local(s3, tiny_dataset, f"local-{mode.lower()}", "--input-mode", mode, "--shuffle-seed", "1",
+    assert run_local(s3, upload, tiny_dataset, f"local-{mode.lower()}", "--input-mode", mode, "--shuffle-seed", "1",
                      source=source) == 0
     out, err = capsys.readouterr()
     assert "epoch=2 " in out and "val_sequence_accuracy=" in out
@@ -49,9 +48,9 @@ def test_local_job(aws_server, s3, tiny_dataset, monkeypatch, capsys, mode, sour
     assert {"1/saved_model.pb", "1/assets.extra/captcha_spec.json", "model.keras"} <= set(model_files(s3, f"local-{mode.lower()}"))
 
 
-def test_local_job_failure_mirrors_sagemaker(aws_server, s3, tiny_dataset, monkeypatch, capsys, tmp_path):
+def test_local_job_failure_mirrors_sagemaker(aws_server, s3, upload, tiny_dataset, monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_server.url)
-    rc = run_local(s3, tiny_dataset, "bad", "--input-mode", "File", "--hp", "length=3",
+    rc = run_local(s3, upload, tiny_dataset, "bad", "--input-mode", "File", "--hp", "length=3",
                    "--root", str(tmp_path / "root"))
     assert rc != 0
     err = capsys.readouterr().err

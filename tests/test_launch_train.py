@@ -1,6 +1,5 @@
 """`launch train` (SageMaker SDK v3 ModelTrainer) against moto's SageMaker and S3 APIs: the CreateTrainingJob
 request as sent and as stored."""
-import os
 
 import boto3
 import pytest
@@ -15,14 +14,6 @@ ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 def aws_env(aws_server, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_server.url)
     return aws_server
-
-
-def upload(dataset, client, bucket, prefix="data"):
-    for dirpath, _, files in os.walk(dataset):
-        for f in files:
-            rel = os.path.relpath(os.path.join(dirpath, f), dataset)
-            client.upload_file(os.path.join(dirpath, f), bucket, f"{prefix}/{rel}")
-    return f"s3://{bucket}/{prefix}"
 
 
 @pytest.fixture
@@ -47,8 +38,8 @@ def describe(s3, name):
         TrainingJobName=name)
 
 
-def test_pipe_job_request(aws_env, s3, tiny_dataset, sent, capsys):
-    data = upload(tiny_dataset, s3.client, s3.bucket)
+def test_pipe_job_request(aws_env, s3, upload, tiny_dataset, sent, capsys):
+    data = upload(tiny_dataset)
     rc = sagemaker_job.main([data, "--output-path", f"s3://{s3.bucket}/jobs", "--role", ROLE, "--job-name", "j1",
                              "--instance-count", "2", "--shuffle-seed", "7", "--instance-type", "ml.g5.xlarge",
                              "--hp", "epochs=3", "--hp", "batch-size=32", "--spot", "--max-run", "3600",
@@ -60,7 +51,8 @@ def test_pipe_job_request(aws_env, s3, tiny_dataset, sent, capsys):
     assert name.startswith("j1-") and name in out and "console.aws.amazon.com" in out
     assert "3 shards for 2 instances" in err
     job = describe(s3, name)  # what the API stored ...
-    assert job["TrainingJobStatus"] and job["RoleArn"] == ROLE
+    assert job["TrainingJobName"] == name and job["RoleArn"] == ROLE
+    assert job["TrainingJobStatus"] == "Completed"  # moto completes a job as soon as it is created
     algo = request["AlgorithmSpecification"]  # ... and what the SDK sent
     assert algo["TrainingImage"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-training:2.21-gpu-py312"
     assert algo["TrainingInputMode"] == "Pipe"
@@ -92,8 +84,8 @@ def test_pipe_job_request(aws_env, s3, tiny_dataset, sent, capsys):
     assert {"sagemaker_entry.py", "trainer/train.py", "tfrecord/sagemaker.py", "requirements.txt"} <= keys
 
 
-def test_file_mode_single_instance_wait(aws_env, s3, tiny_dataset, capsys):
-    data = upload(tiny_dataset, s3.client, s3.bucket)
+def test_file_mode_single_instance_wait(aws_env, s3, upload, tiny_dataset, capsys):
+    data = upload(tiny_dataset)
     assert sagemaker_job.main([data, "--output-path", f"s3://{s3.bucket}/jobs", "--role", ROLE,
                                "--job-name", "j2", "--input-mode", "FastFile", "--wait"]) == 0
     out = capsys.readouterr().out
@@ -107,8 +99,8 @@ def test_file_mode_single_instance_wait(aws_env, s3, tiny_dataset, capsys):
     assert "cpu" in job["AlgorithmSpecification"]["TrainingImage"]
 
 
-def test_region_reaches_image_job_and_logs(aws_env, s3, tiny_dataset, sent, capsys):
-    data = upload(tiny_dataset, s3.client, s3.bucket)
+def test_region_reaches_image_job_and_logs(aws_env, s3, upload, tiny_dataset, sent, capsys):
+    data = upload(tiny_dataset)
     assert sagemaker_job.main([data, "--output-path", f"s3://{s3.bucket}/jobs", "--role", ROLE, "--job-name", "j3",
                                "--region", "eu-west-1", "--framework-version", "2.19", "--wait"]) == 0
     name = sent[0]["TrainingJobName"]
@@ -124,8 +116,8 @@ def test_region_reaches_image_job_and_logs(aws_env, s3, tiny_dataset, sent, caps
     (["--tag", "novalue"], "expected NAME=VALUE"),
     (["--instance-count", "5"], "fewer than the 5 instances"),
 ])
-def test_bad_job_settings_are_one_line_errors(aws_env, s3, tiny_dataset, sent, capsys, flags, message):
-    data = upload(tiny_dataset, s3.client, s3.bucket)
+def test_bad_job_settings_are_one_line_errors(aws_env, s3, upload, tiny_dataset, sent, capsys, flags, message):
+    data = upload(tiny_dataset)
     assert sagemaker_job.main([data, "--output-path", f"s3://{s3.bucket}/jobs", "--role", ROLE, *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and not sent

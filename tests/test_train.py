@@ -12,17 +12,16 @@ import time
 
 import pytest
 
-from trainer_data import TINY, train_args
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def data(make_dataset):
-    return str(make_dataset(*TINY))
+def data(learnable_dataset):
+    return str(learnable_dataset)
 
 
-def test_spec_mismatch_is_refused(data, tmp_path, capsys):
+def test_spec_mismatch_is_refused(data, train_args, tmp_path, capsys):
     from trainer import train
 
     assert train.main(train_args(data, str(tmp_path), "--length", "3", "--epochs", "1")) == 2
@@ -31,7 +30,7 @@ def test_spec_mismatch_is_refused(data, tmp_path, capsys):
     assert not (tmp_path / "model").exists()
 
 
-def test_missing_manifest_is_refused(tmp_path, capsys):
+def test_missing_manifest_is_refused(train_args, tmp_path, capsys):
     from trainer import train
 
     (tmp_path / "train").mkdir()
@@ -45,7 +44,7 @@ def test_missing_manifest_is_refused(tmp_path, capsys):
     ("--learning-rate", "-0.01", "error: --learning-rate must be positive (got -0.01)\n"),
     ("--batch-size", "512", "error: --batch-size 512 is larger than the 256 train examples\n"),
 ])
-def test_bad_numbers_are_one_line_errors(data, tmp_path, capsys, flag, value, message):
+def test_bad_numbers_are_one_line_errors(data, train_args, tmp_path, capsys, flag, value, message):
     from trainer import train
 
     assert train.main(train_args(data, str(tmp_path), flag, value)) == 2
@@ -53,7 +52,7 @@ def test_bad_numbers_are_one_line_errors(data, tmp_path, capsys, flag, value, me
     assert not (tmp_path / "model").exists()
 
 
-def _train(data, out, *flags):
+def _train(train_args, data, out, *flags):
     return subprocess.Popen([sys.executable, "-m", "trainer.train", *train_args(data, out, *flags)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -62,11 +61,11 @@ def _epochs(output):
     return [int(line.split()[0].split("=")[1]) for line in output.splitlines() if line.startswith("epoch=")]
 
 
-def test_resumes_from_latest_checkpoint_after_kill(data, tmp_path):
+def test_resumes_from_latest_checkpoint_after_kill(data, train_args, tmp_path):
     from trainer import checkpoint
 
     out = str(tmp_path)
-    run = _train(data, out, "--epochs", "50")
+    run = _train(train_args, data, out, "--epochs", "50")
     deadline = time.monotonic() + 120
     while not getattr(checkpoint.load_progress(tmp_path / "checkpoints"), "epoch", 0) >= 2:
         assert run.poll() is None and time.monotonic() < deadline, run.stdout.read()
@@ -76,14 +75,14 @@ def test_resumes_from_latest_checkpoint_after_kill(data, tmp_path):
     done = checkpoint.load_progress(tmp_path / "checkpoints").epoch
     assert not (tmp_path / "model/1").exists()
 
-    rerun = _train(data, out, "--epochs", str(done + 2))
+    rerun = _train(train_args, data, out, "--epochs", str(done + 2))
     output = rerun.communicate(timeout=120)[0]
     assert rerun.returncode == 0, output
     assert _epochs(output) == [done + 1, done + 2], output
     assert (tmp_path / "model/1/saved_model.pb").exists()
 
 
-def test_checkpoint_of_another_dataset_is_refused(data, tmp_path, capsys):
+def test_checkpoint_of_another_dataset_is_refused(data, train_args, tmp_path, capsys):
     """A finished checkpoint dir reused on other data: one line, exit 2, no model exported from it."""
     from trainer import train
 
@@ -100,8 +99,8 @@ def test_checkpoint_of_another_dataset_is_refused(data, tmp_path, capsys):
     assert err.count("\n") == 1 and not (tmp_path / "b/model").exists()
 
 
-def test_mirrored_strategy_on_two_cpu_devices(data, tmp_path):
-    run = _train(data, str(tmp_path), "--epochs", "1", "--cpu-devices", "2")
+def test_mirrored_strategy_on_two_cpu_devices(data, train_args, tmp_path):
+    run = _train(train_args, data, str(tmp_path), "--epochs", "1", "--cpu-devices", "2")
     output = run.communicate(timeout=120)[0]
     assert run.returncode == 0, output
     assert "1 host(s), 2 replica(s), 8 steps of 32 per epoch" in output
@@ -109,7 +108,7 @@ def test_mirrored_strategy_on_two_cpu_devices(data, tmp_path):
     assert (tmp_path / "model/1/saved_model.pb").exists()
 
 
-def test_mixed_precision_forced_on_cpu():
+def test_mixed_precision_forced_on_cpu(learnable_spec):
     """`--mixed-precision on` without a GPU: one training step of the trainer's own step function
     (float16 is slow on a CPU, so a batch of 8): finite loss, float32 probabilities."""
     import keras
@@ -118,16 +117,15 @@ def test_mixed_precision_forced_on_cpu():
 
     from trainer import distribute, train
     from trainer.model import build_model, compile_model
-    from trainer_data import TINY_SPEC
 
     assert distribute.set_precision("auto") is False  # no GPU here
     try:
         assert distribute.set_precision("on") is True
-        model = compile_model(build_model(TINY_SPEC, scale=1), 0.01)
+        model = compile_model(build_model(learnable_spec, scale=1), 0.01)
         model.optimizer.build(model.trainable_variables)
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         images = np.random.default_rng(0).integers(0, 256, (8, *model.input_shape[1:])).astype("uint8")  # what readers yield
-        labels = np.zeros((8, TINY_SPEC.length), "int32")
+        labels = np.zeros((8, learnable_spec.length), "int32")
         batches = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
         assert not train.step_function(model, tf.distribute.get_strategy())(batches, tf.constant(0.0))
         assert model.optimizer.iterations.numpy() == 1
