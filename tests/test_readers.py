@@ -130,9 +130,8 @@ def test_a_corrupt_shard_names_the_shard_and_offset(copy, where, reason):
     assert first_error(ds) == f"{path}: corrupt record at byte {second}: {reason}"
 
 
-def test_train_and_evaluate_on_a_corrupt_shard_are_one_line_and_exit_2(copy, tiny_model, tmp_path, capsys):
+def test_train_and_evaluate_on_a_corrupt_shard_are_one_line_and_exit_2(copy, train_args, tiny_model, tmp_path, capsys):
     from trainer import evaluate, train
-    from trainer_data import train_args
 
     root, manifest = copy
     for split in ("train", "test"):
