@@ -138,3 +138,11 @@ def test_s3_flags_reach_beam_workers(s3):
                           "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]) == 0
     keys = {o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="multi/")["Contents"]}
     assert len(keys) == 7 and "multi/dataset.json" in keys
+
+
+def test_every_client_is_bounded():
+    """Ours and those the SageMaker SDK makes from our session: bounded connect/read time and attempts."""
+    for client in (storage.client(), storage.client("sagemaker", "eu-west-1"), storage.session().client("logs")):
+        config = client.meta.config
+        assert (config.connect_timeout, config.read_timeout) == (storage.CONNECT_TIMEOUT, storage.READ_TIMEOUT)
+        assert config.retries == {"total_max_attempts": storage.MAX_ATTEMPTS, "mode": "standard"}

@@ -95,7 +95,7 @@ def _client_config():
     from botocore.config import Config
 
     return Config(connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
-                  retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"})
+                  retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"})
 
 
 def session(region=None):
