@@ -8,8 +8,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WITHOUT_TENSORFLOW = """
 import sys
 sys.modules["tensorflow"] = sys.modules["keras"] = None  # any import of them now fails
-from beam_jobs import generate
+sys.modules["apache_beam"] = None  # nor is inspect a Beam job
 from tfrecord import validate
+del sys.modules["apache_beam"]
+from beam_jobs import generate
 import launch.local, launch.sagemaker_job
 out = sys.argv[1]
 generate.run(["--output", out, "--chars", "ab", "--length", "2", "--width", "40", "--height", "24",
@@ -19,7 +21,8 @@ sys.exit(validate.main([out, "--contact-sheet", out + "/sheet.png"]))
 
 
 def test_producer_inspect_and_launch_need_no_tensorflow(tmp_path):
-    """generate and inspect run, launch train and launch local import, with TensorFlow and Keras blocked."""
+    """generate and inspect run, launch train and launch local import, with TensorFlow and Keras blocked
+    (and Beam too while inspect is imported)."""
     proc = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, str(tmp_path / "data")], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
