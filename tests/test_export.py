@@ -263,3 +263,20 @@ def test_bytes_signature_follows_the_shared_image_policy(tiny_model):
             # bomb.jpg is a bare frame header that TensorFlow's JPEG header reader refuses on its own terms
             told = "Invalid JPEG data" if name == "bomb.jpg" else reason.replace("empty", "not a PNG or JPEG image")
             assert told in refused.value.message, name
+
+
+def test_serve_a_raw_model(raw_trained):
+    """`serve` takes a raw model's captchas at the render size and at the stored size alike."""
+    from beam_jobs.render import Renderer
+    from trainer import serve
+
+    spec = CaptchaSpec.from_dict(json.loads((raw_trained / "model/1/assets.extra/captcha_spec.json").read_text()))
+    render = Renderer(dataclasses.replace(spec, image_format="png", store_width=0, store_height=0)).render("10", 9)
+    stored = Renderer(dataclasses.replace(spec, image_format="png")).render("10", 9)
+    client = serve.create_app(str(raw_trained / "model")).test_client()
+    answers = [client.post("/invocations", data=png, content_type="image/png") for png in (render, stored)]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json["predictions"][0]["text"] == answers[1].json["predictions"][0]["text"]
+    other = Renderer(CaptchaSpec(alphabet="01", length=2, width=30, height=30)).render("10", 9)
+    refused = client.post("/invocations", data=other, content_type="image/png")
+    assert refused.status_code == 400 and "image is 30x30, the model reads 40x40 or 20x20" in refused.json["error"]
