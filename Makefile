@@ -18,7 +18,7 @@ $(VENV)/.installed: setup.py constraints.txt
 # The whole local path: Beam job -> inspect -> SageMaker contract run locally in Pipe mode -> evaluate -> predict.
 demo: venv
 	rm -rf $(DEMO_DIR)/jobs $(DEMO_DIR)/model $(DEMO_DIR)/samples
-	$(BIN)/captcha-pipeline generate --output $(DEMO_DIR)/data -d --length 4 \
+	$(BIN)/captcha-pipeline generate --output $(DEMO_DIR)/data -d --length 4 --image-format raw --store-size 60x50 \
 	  --train-examples 30000 --validation-examples 1000 --test-examples 2000 --holdout-labels --overwrite \
 	  --runner DirectRunner --direct_running_mode multi_processing --direct_num_workers 2
 	$(BIN)/captcha-pipeline inspect $(DEMO_DIR)/data --contact-sheet $(DEMO_DIR)/contact_sheet.png
