@@ -27,10 +27,11 @@ def container_root(root):
         os.environ.update(saved)
 
 
-def download_channel(channel, objects, prefix, config):
-    """File/FastFile mode: the channel's objects under `channel_dir(channel)`, keyed relative to the prefix."""
+def download_channel(channel, objects, prefix, config, host_index=0, host_count=1):
+    """File/FastFile mode: this host's share of the channel's objects under `channel_dir(channel)`, keyed
+    relative to the prefix."""
     target = sagemaker.channel_dir(channel)
-    for uri, _ in objects_for_host(objects, config, 0):
+    for uri, _ in objects_for_host(objects, config, 0, host_index, host_count):
         relative = uri[len(prefix):].lstrip("/") if uri != prefix else os.path.basename(uri)
         path = os.path.join(target, *relative.split("/"))
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -38,13 +39,13 @@ def download_channel(channel, objects, prefix, config):
             shutil.copyfileobj(src, dst, CHUNK)
 
 
-def write_contract(channels, hps):
-    """Folders and config JSONs under the root; returns the SM_* variables for the trainer."""
+def write_contract(channels, hps, host=HOST, hosts=(HOST,)):
+    """Folders and config JSONs under the root for `host` of `hosts`; returns the SM_* variables for its trainer."""
     for path in (sagemaker.config_dir(), sagemaker.data_dir(), sagemaker.model_dir(),
                  sagemaker.output_data_dir(), sagemaker.checkpoint_dir()):
         os.makedirs(path, exist_ok=True)
     configs = {name: config for name, (_, config) in channels.items()}
-    resources = {"current_host": HOST, "hosts": [HOST], "network_interface_name": "eth0"}
+    resources = {"current_host": host, "hosts": list(hosts), "network_interface_name": "eth0"}
     for filename, content in (("hyperparameters.json", hps), ("inputdataconfig.json", configs),
                               ("resourceconfig.json", resources)):
         with open(os.path.join(sagemaker.config_dir(), filename), "w") as f:
@@ -52,7 +53,7 @@ def write_contract(channels, hps):
     env = {"SM_MODEL_DIR": sagemaker.model_dir(), "SM_OUTPUT_DATA_DIR": sagemaker.output_data_dir(),
            "SM_OUTPUT_DIR": sagemaker.output_dir(), "SM_INPUT_DIR": sagemaker.input_dir(),
            "SM_INPUT_CONFIG_DIR": sagemaker.config_dir(), "SM_CHANNELS": json.dumps(sorted(channels)),
-           "SM_HPS": json.dumps(hps), "SM_HOSTS": json.dumps([HOST]), "SM_CURRENT_HOST": HOST,
+           "SM_HPS": json.dumps(hps), "SM_HOSTS": json.dumps(list(hosts)), "SM_CURRENT_HOST": host,
            "SM_NUM_GPUS": "0", "SM_NUM_CPUS": str(os.cpu_count()), "SM_INPUT_DATA_CONFIG": json.dumps(configs)}
     env.update({f"SM_CHANNEL_{name.upper()}": sagemaker.channel_dir(name) for name in channels})
     return env

@@ -78,7 +78,8 @@ def input_data_config(args, manifest):
     channels = {}
     for split in SHARD_CHANNELS:
         config = {"TrainingInputMode": args.input_mode,
-                  "S3DistributionType": distribution(manifest, split, args.instance_count),
+                  # every host validates on all of the validation split (the chief's figures are the job's)
+                  "S3DistributionType": distribution(manifest, split, args.instance_count if split == "train" else 1),
                   "RecordWrapperType": args.record_wrapper, "CompressionType": args.compression}
         if args.shuffle_seed is not None and split == "train":
             config["ShuffleConfig"] = {"Seed": args.shuffle_seed}

@@ -1,20 +1,32 @@
-"""`launch local`: the SageMaker training job on this machine, no Docker and no AWS.
+"""`launch local`: the SageMaker training job on this machine, no Docker and no AWS, on one host or several.
 
-Builds the container contract in a temporary root (config JSONs, input/data, model, output,
-checkpoints, the SM_* variables; our readers and trainer find it through CAPTCHA_PIPELINE_OPT_ML),
-feeds each Pipe channel through `<channel>_<epoch>` FIFOs as SageMaker's agent does (objects in key
-order, or shuffled by the ShuffleConfig seed, split by host for ShardedByS3Key), runs the trainer from
-the same source folder `launch train` uploads, and copies model.tar.gz / output.tar.gz / failure to
-`<output-path>/<job>/output/`, exiting with the trainer's status.
+Builds the container contract per host (`--instance-count N`: algo-1 ... algo-N, each with its own root
+holding the config JSONs with its `current_host`, input/data, model, output, checkpoints, and its SM_*
+variables; our readers and trainer find the root through CAPTCHA_PIPELINE_OPT_ML) and gives each host's
+trainer its own loopback port (CAPTCHA_PIPELINE_WORKERS). Pipe channels are fed through each host's
+`<channel>_<epoch>` FIFOs by the Pipe agent (launch/pipe_agent.py), File/FastFile channels downloaded
+into each host's root, with ShardedByS3Key giving each host its share of the objects as SageMaker does.
+The trainers run from the same source folder `launch train` uploads, their lines prefixed with the
+host name when there are several. The chief's (algo-1's) model.tar.gz and output.tar.gz, or the job's
+failure, go to `<output-path>/<job>/output/`.
+
+The first failure stops the job: a trainer that exits non-zero, a Pipe feeder's error, or SIGTERM to
+this command. Every trainer still running then gets SIGTERM (as SageMaker sends at a spot interruption:
+the trainer saves a checkpoint and exits) and SIGKILL after a grace period. The failure reason lists what
+failed, in order, the first cause first; the exit status is the first failing trainer's (128 + N for signal N; 1 for a feeder).
 """
 import argparse
 import collections
+import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 from launch import artifacts, job_config, source
 from launch.container import container_root, download_channel, write_contract
@@ -22,78 +34,166 @@ from launch.pipe_agent import Progress, feed_pipe
 from tfrecord import sagemaker, storage
 from tfrecord.errors import UserError, exits_on_user_error
 
+GRACE_SECONDS = 30  # after SIGTERM, a trainer's time to checkpoint and exit before SIGKILL
+
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="captcha-pipeline launch local", description=__doc__.splitlines()[0])
     job_config.add_job_arguments(p)
-    p.add_argument("--root", help="container root to build and keep (default: a temporary folder, removed after)")
-    p.add_argument("--checkpoint-path", help="local folder mounted as the checkpoints dir (resume across runs)")
+    p.add_argument("--root", help="container root to build and keep (default: a temporary folder, removed after); "
+                                  "with several hosts it holds one root per host")
+    p.add_argument("--checkpoint-path", help="local folder mounted as every host's checkpoints dir (resume across "
+                                             "runs, as SageMaker restores the checkpoint S3 prefix on every host)")
     return p.parse_args(argv)
 
 
-def run_trainer(code_dir, hps, env):
-    """The script-mode command (`--name value` per hyperparameter); output passed through; (status, last lines)."""
-    command = [sys.executable, source.ENTRY_POINT] + [a for k, v in hps.items() for a in (f"--{k}", v)]
-    tail = collections.deque(maxlen=20)
-    proc = subprocess.Popen(command, cwd=code_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, errors="replace")
+class Host:
+    """One simulated instance: its container root, Pipe data dir, trainer process and last output lines."""
+
+    def __init__(self, name, index, root):
+        self.name, self.index, self.root = name, index, root
+        self.env, self.data_dir, self.proc, self.status = None, None, None, None
+        self.tail = collections.deque(maxlen=20)
+
+
+def free_ports(count):
+    """Loopback ports nobody listens on, one per host."""
+    sockets = [socket.socket() for _ in range(count)]
     try:
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-            tail.append(line.rstrip("\n"))
-        return proc.wait(), list(tail)
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait()
+        for s in sockets:
+            s.close()
 
 
-def run_job(args, root):
-    manifest = job_config.read_manifest(args.dataset)
-    if args.instance_count != 1:
-        raise UserError("launch local runs one host: use --instance-count 1 (sharding is a `launch train` matter)")
-    name = job_config.job_name(args)
-    hps = job_config.hyperparameters(args.hp)
-    channels = job_config.input_data_config(args, manifest)
-    with container_root(root):
-        sm_env = write_contract(channels, hps)
+def prepare(host, names, channels, objects, hps, args, workers):
+    """Write one host's container root (contract, checkpoints, File-mode data) and its trainer's environment."""
+    with container_root(host.root):
+        sm_env = write_contract(channels, hps, host.name, names)
         if args.checkpoint_path:
             os.makedirs(args.checkpoint_path, exist_ok=True)
             os.rmdir(sagemaker.checkpoint_dir())
             os.symlink(os.path.abspath(args.checkpoint_path), sagemaker.checkpoint_dir())
-        code_dir = os.path.join(root, "code")
-        source.write(code_dir)
-        stop, errors, feeders, progress = threading.Event(), [], [], Progress()
         for channel, (prefix, config) in channels.items():
-            objects = storage.list(prefix)
-            if not objects:
-                raise UserError(f"channel {channel}: no objects under {prefix}")
-            if config["TrainingInputMode"] == "Pipe":
-                feeders.append(threading.Thread(target=feed_pipe, daemon=True,
-                                                args=(channel, objects, config, progress, stop, errors)))
-            else:
-                download_channel(channel, objects, prefix, config)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
-        env.update(sm_env)
-        print(f"local training job {name}: root {root}, {args.input_mode} mode", flush=True)
-        for feeder in feeders:
-            feeder.start()
-        try:
-            status, tail = run_trainer(code_dir, hps, env)
-        finally:
-            stop.set()
-            for feeder in feeders:
-                feeder.join(timeout=30)
-        if status != 0 and not os.path.exists(sagemaker.failure_path()):
+            if config["TrainingInputMode"] != "Pipe":
+                download_channel(channel, objects[channel], prefix, config, host.index, len(names))
+        host.data_dir = sagemaker.data_dir()
+        host.env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    host.env.update(sm_env)
+    host.env[sagemaker.WORKERS_ENV] = workers
+
+
+def start_trainer(host, code_dir, hps):
+    """The script-mode command (`--name value` per hyperparameter) in the host's environment."""
+    command = [sys.executable, source.ENTRY_POINT] + [a for k, v in hps.items() for a in (f"--{k}", v)]
+    host.proc = subprocess.Popen(command, cwd=code_dir, env=host.env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, errors="replace")
+
+
+def relay(host, prefix, lock):
+    """Pass a trainer's output through (prefixed with its host name when there are several)."""
+    for line in host.proc.stdout:
+        with lock:
+            sys.stdout.write(prefix + line)
+            sys.stdout.flush()
+        host.tail.append(line.rstrip("\n"))
+
+
+def supervise(hosts, feeder_errors, stop_requested):
+    """Wait for every trainer; the first failure stops the rest (SIGTERM, SIGKILL after the grace period).
+    Returns the failures in order: Hosts that exited non-zero, and feeder error strings."""
+    failures, deadline = [], None
+    while True:
+        failures += [e for e in feeder_errors if e not in failures]
+        for host in hosts:
+            if host.status is None and host.proc.poll() is not None:
+                host.status = host.proc.returncode
+                if host.status:
+                    failures.append(host)
+        running = [host for host in hosts if host.status is None]
+        if not running:
+            return failures
+        if deadline is None and (failures or stop_requested.is_set()):
+            for host in running:
+                host.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + GRACE_SECONDS
+        if deadline is not None and time.monotonic() > deadline:
+            for host in running:
+                host.proc.kill()
+        time.sleep(0.1)
+
+
+def reason(failure, several):
+    """What one failure contributes to the job's failure reason."""
+    if isinstance(failure, str):
+        return failure
+    with container_root(failure.root):
+        path = sagemaker.failure_path()
+        own = open(path).read().strip() if os.path.exists(path) else ""
+    status = failure.status if failure.status >= 0 else f"{failure.status} ({signal.Signals(-failure.status).name})"
+    text = own or "\n".join([f"AlgorithmError: ExecuteUserScriptError: ExitCode {status}", *failure.tail])
+    return f"{failure.name}: {text}" if several else text
+
+
+def run_job(args, root):
+    if args.instance_count < 1:
+        raise UserError(f"--instance-count must be at least 1 (got {args.instance_count})")
+    manifest = job_config.read_manifest(args.dataset)
+    name = job_config.job_name(args)
+    hps = job_config.hyperparameters(args.hp)
+    channels = job_config.input_data_config(args, manifest)
+    objects = {}
+    for channel, (prefix, _) in channels.items():
+        objects[channel] = storage.list(prefix)
+        if not objects[channel]:
+            raise UserError(f"channel {channel}: no objects under {prefix}")
+    several = args.instance_count > 1
+    names = [f"algo-{i + 1}" for i in range(args.instance_count)]
+    hosts = [Host(n, i, os.path.join(root, n) if several else root) for i, n in enumerate(names)]
+    workers = json.dumps({n: f"127.0.0.1:{port}" for n, port in zip(names, free_ports(len(names)))})
+    for host in hosts:
+        prepare(host, names, channels, objects, hps, args, workers)
+    code_dir = source.write(os.path.join(root, "code"))
+    print(f"local training job {name}: root {root}, {args.input_mode} mode, {len(hosts)} host(s)", flush=True)
+
+    stop, stop_requested, feeder_errors, threads = threading.Event(), threading.Event(), [], []
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
+    try:
+        for host in hosts:
+            start_trainer(host, code_dir, hps)
+        lock, progress = threading.Lock(), Progress()
+        threads += [threading.Thread(target=relay, args=(h, f"[{h.name}] " if several else "", lock), daemon=True)
+                    for h in hosts]
+        threads += [threading.Thread(target=feed_pipe, daemon=True, args=(channel, objects[channel], config, progress,
+                                                                           stop, feeder_errors),
+                                     kwargs={"host_index": h.index, "host_count": len(hosts), "data_dir": h.data_dir,
+                                             "label": f"{h.name} {channel}" if several else channel})
+                    for h in hosts for channel, (_, config) in channels.items() if config["TrainingInputMode"] == "Pipe"]
+        for thread in threads:
+            thread.start()
+        failures = supervise(hosts, feeder_errors, stop_requested)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop.set()
+        for host in hosts:
+            if host.proc and host.proc.poll() is None:
+                host.proc.kill()
+                host.proc.wait()
+    for thread in threads:
+        thread.join(timeout=30)
+    status = next((f.status if isinstance(f, Host) else 1 for f in failures), 0)
+    status = 128 - status if status < 0 else status  # killed by a signal: as a shell reports it
+    with container_root(hosts[0].root):
+        if failures:
             with open(sagemaker.failure_path(), "w") as f:
-                f.write("\n".join([f"AlgorithmError: ExecuteUserScriptError: ExitCode {status}", *errors, *tail]) + "\n")
+                f.write("\n".join(reason(failure, several) for failure in failures) + "\n")
         model = artifacts.upload_outputs(storage.join(args.output_path, name, "output"), status)
-        if status != 0:
-            with open(sagemaker.failure_path()) as f:
-                reason = f.read().strip().splitlines()
-            print(f"error: training job {name} failed: {reason[0] if reason else status}", file=sys.stderr)
-            return status
+    if failures:
+        first = reason(failures[0], several).splitlines()
+        print(f"error: training job {name} failed: {first[0] if first else status}", file=sys.stderr)
+        return status
     print(f"training job {name} completed\nmodel: {model}", flush=True)
     return 0
 

@@ -87,7 +87,7 @@ def feed_pipe(channel, objects, config, progress, stop, errors, *, host_index=0,
     """Epoch after epoch: create `<channel>_<epoch>` (in `data_dir`, default this process's container root),
     stream this host's objects into it, close it. An error is appended to `errors` and stops every feeder;
     `label` (default the channel) names the stream in progress lines and errors."""
-    label = label or channel
+    label, where = label or channel, label or channel
     try:
         epoch = 0
         while not stop.is_set():
@@ -101,6 +101,7 @@ def feed_pipe(channel, objects, config, progress, stop, errors, *, host_index=0,
             with os.fdopen(fd, "wb") as pipe:
                 try:
                     for uri, _ in batch:
+                        where = f"{label}_{epoch}: {uri}"
                         for size, payload in _object_payloads(uri, config):
                             pipe.write(payload)
                             done += size
@@ -110,5 +111,6 @@ def feed_pipe(channel, objects, config, progress, stop, errors, *, host_index=0,
             progress.update(f"{label}_{epoch}", done, total, final=True)
             epoch += 1
     except Exception as e:  # the job fails at once with this reason (launch local watches `errors`)
-        errors.append(f"pipe {label}: {type(e).__name__}: {e}")
+        kind = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
+        errors.append(f"pipe {where}: {kind}: {e}")
         stop.set()

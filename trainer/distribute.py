@@ -8,17 +8,14 @@ GPUs, or with `--cpu-devices N` logical CPU devices: `MirroredStrategy`. Otherwi
 import dataclasses
 import json
 import os
+import subprocess
 import sys
-import threading
 
 import keras
 import tensorflow as tf
 
 from tfrecord import sagemaker
 from tfrecord.errors import UserError
-
-WORKER_PORT = 2222
-WORKERS_ENV = "CAPTCHA_PIPELINE_WORKERS"
 
 
 @dataclasses.dataclass
@@ -44,17 +41,6 @@ class Cluster:
         return f"host {self.host} ({self.worker + 1} of {self.workers}), {replicas} replica(s) in all"
 
 
-def worker_addresses(hosts):
-    """`address:port` per host: CAPTCHA_PIPELINE_WORKERS ({"algo-1": "127.0.0.1:40001", ...}), else `<host>:2222`."""
-    try:
-        mapping = json.loads(os.environ.get(WORKERS_ENV) or "{}")
-    except ValueError as e:
-        raise UserError(f"{WORKERS_ENV}: not JSON ({e})") from None
-    if not isinstance(mapping, dict):
-        raise UserError(f"{WORKERS_ENV}: expected a JSON object of host name -> address:port")
-    return [mapping.get(host, f"{host}:{WORKER_PORT}") for host in hosts]
-
-
 def split_cpu(devices):
     """Present the CPU as `devices` logical devices (before TensorFlow starts), so MirroredStrategy runs on CPU."""
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -78,7 +64,7 @@ def connect(*, cpu_devices=0, timeout=900):
     if cpu_devices > 1:
         split_cpu(cpu_devices)
     if len(hosts) > 1:
-        os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": worker_addresses(hosts)},
+        os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": sagemaker.worker_addresses(hosts)},
                                               "task": {"type": "worker", "index": hosts.index(host)}})
         with deadline(timeout, f"not all of the hosts {', '.join(hosts)} joined within {timeout:g} s"):
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -91,24 +77,31 @@ def connect(*, cpu_devices=0, timeout=900):
 
 
 class deadline:
-    """Exit the process with one line if the block does not finish in time (a peer that never comes up
-    would otherwise keep the cluster handshake waiting)."""
+    """Kill this process with one line (and the failure reason) if the block does not finish in time.
+
+    For the cluster handshake: TensorFlow holds the GIL while host 0 waits for the others to join, and
+    catches SIGTERM from then on, so the watch runs in a small separate process. It waits on a pipe that
+    this process closes when the block ends (or when it dies)."""
+
+    WATCH = ("import os, select, signal, sys\n"
+             "pid, seconds, message, failure = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]\n"
+             "if not select.select([sys.stdin], [], [], seconds)[0]:\n"
+             "    print('error: ' + message, file=sys.stderr, flush=True)\n"
+             "    if failure:\n"
+             "        open(failure, 'w').write(message + '\\n')\n"
+             "    os.kill(pid, signal.SIGKILL)\n")
 
     def __init__(self, seconds, message):
-        self.timer = threading.Timer(seconds, self._expire, args=(message,))
-        self.timer.daemon = True
-
-    @staticmethod
-    def _expire(message):
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        write_failure(message)
-        os._exit(1)
+        self.seconds, self.message = seconds, message
 
     def __enter__(self):
-        self.timer.start()
+        failure = sagemaker.failure_path() if sagemaker.in_sagemaker() else ""
+        self.watch = subprocess.Popen([sys.executable, "-c", self.WATCH, str(os.getpid()), str(self.seconds),
+                                       self.message, failure], stdin=subprocess.PIPE)
 
     def __exit__(self, *exc):
-        self.timer.cancel()
+        self.watch.stdin.close()
+        self.watch.wait()
 
 
 def write_failure(message):

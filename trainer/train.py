@@ -34,6 +34,7 @@ from trainer.model import build_model, compile_model  # noqa: E402
 SPEC_FIELDS = ("alphabet", "length", "width", "height", "mode")
 MONITOR = "val_sequence_accuracy"
 INTERRUPTED = 128 + signal.SIGTERM  # exit status after a SIGTERM (checkpoint saved), as a shell reports it
+STOP_GRACE = 10  # seconds from SIGTERM to the next step boundary before the trainer exits regardless
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
                tf.errors.CancelledError)
 
@@ -102,14 +103,16 @@ def check_checkpoint(checkpoint_dir, fingerprint):
 
 
 def datasets(args, spec, cluster):
-    """This host's endless train stream (its 1/n of the global batch) and all of the validation split."""
-    train = channel("train", spec, args.batch_size // cluster.workers, path=args.train, repeat=True,
-                    shuffle_buffer=args.shuffle_buffer, seed=args.seed,
-                    num_workers=cluster.workers, worker_index=cluster.worker)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # sharded above
+    """This host's endless train stream, batched per replica (each replica takes one batch per step, so
+    a host consumes its 1/n of the global batch), and all of the validation split."""
+    replica_batch = args.batch_size // cluster.strategy.num_replicas_in_sync
+
+    def train(context):  # once per host; read as it is (no tf.distribute auto-sharding or rebatching)
+        return channel("train", spec, replica_batch, path=args.train, repeat=True, shuffle_buffer=args.shuffle_buffer,
+                       seed=args.seed, num_workers=cluster.workers, worker_index=cluster.worker)
+
     validation = channel("validation", spec, args.batch_size, path=args.validation, deterministic=True)
-    return cluster.strategy.experimental_distribute_dataset(train.with_options(options)), validation
+    return cluster.strategy.distribute_datasets_from_function(train), validation
 
 
 def schedule(args, steps_per_epoch):
@@ -122,12 +125,14 @@ def schedule(args, steps_per_epoch):
 
 def step_function(model, strategy):
     """One training step on every replica (the compiled model's own train_step: loss, gradients all-reduced
-    by the optimizer, metrics); returns how many replicas were asked to stop (SIGTERM), the same on all hosts."""
+    by the optimizer, metrics). Returns [replicas asked to stop (SIGTERM), examples trained on], summed
+    over all hosts, so every host takes the same decision."""
     @tf.function
     def step(iterator, stop):
         def replica_step(data, stop):
             model.train_step(data)
-            return tf.distribute.get_replica_context().all_reduce("sum", tf.identity(stop))
+            counts = tf.stack([tf.identity(stop), tf.cast(tf.shape(data[0])[0], tf.float32)])
+            return tf.distribute.get_replica_context().all_reduce("sum", counts)
         return strategy.experimental_local_results(strategy.run(replica_step, args=(next(iterator), stop)))[0]
     return step
 
@@ -206,40 +211,53 @@ def train(args, manifest, spec, cluster, stop_requested):
         if cluster.chief:
             checkpoint.save(args.checkpoint_dir, progress, model, best)
 
-    steps_run, iterator = 0, iter(train_data)
+    def validate():
+        """All of the validation split, on this host alone (no collectives); cut short by SIGTERM."""
+        plain.set_weights(model.get_weights())
+        watch = keras.callbacks.LambdaCallback(
+            on_test_batch_end=lambda *_, **__: setattr(plain, "stop_evaluating", stop_requested.is_set()))
+        with warnings.catch_warnings():  # Keras warns at the end of any dataset of unknown length
+            warnings.filterwarnings("ignore", "Your input ran out of data")
+            results = plain.evaluate(validation, verbose=0, return_dict=True, callbacks=[watch])
+        return {f"val_{name}": value for name, value in results.items()}
+
+    steps_run, examples_run, iterator = 0, 0, iter(train_data)
     callbacks.on_train_begin()
     try:
         while progress.epoch < args.epochs and not progress.stopped:
             epoch = progress.epoch
             callbacks.on_epoch_begin(epoch)
             start, first = time.perf_counter(), progress.step
+            examples = 0
             for progress.step in range(first, steps):
-                if step(iterator, tf.constant(float(stop_requested.is_set()))):
+                stop, trained = step(iterator, tf.constant(float(stop_requested.is_set()))).numpy()
+                steps_run, examples, examples_run = steps_run + 1, examples + trained, examples_run + trained
+                if stop:
                     progress.step += 1
                     save()
                     raise Interrupted(f"in epoch {epoch + 1} after step {progress.step} of {steps}")
-                steps_run += 1
-            seconds = time.perf_counter() - start
-            logs = {name: float(value) for name, value in model.get_metrics_result().items()}  # all hosts' batches
+            progress.step, seconds = steps, time.perf_counter() - start
+            logs = {}
+            if first < steps:  # the training figures of the steps run here, over all hosts' batches
+                logs = {name: float(value) for name, value in model.get_metrics_result().items()}
+                logs["examples_per_sec"] = examples / seconds
             model.reset_metrics()
             average_statistics()
-            plain.set_weights(model.get_weights())
-            with warnings.catch_warnings():  # Keras warns at the end of any dataset of unknown length
-                warnings.filterwarnings("ignore", "Your input ran out of data")
-                logs.update({f"val_{k}": v for k, v in plain.evaluate(validation, verbose=0, return_dict=True).items()})
-            logs["examples_per_sec"] = (steps - first) * global_batch / seconds
-            if progress.best is None or logs[MONITOR] > progress.best:
-                progress.best, progress.best_epoch, progress.wait, best = logs[MONITOR], epoch, 0, plain.get_weights()
-            else:
-                progress.wait += 1
-            flags = total(tf.constant([float(progress.wait >= max(1, args.patience)), float(stop_requested.is_set())]))
-            progress.epoch, progress.step, progress.stopped = epoch + 1, 0, bool(flags[0])
+            logs.update(validate())
+            improved = progress.best is None or logs[MONITOR] > progress.best
+            wait = 0 if improved else progress.wait + 1
+            stop_early, interrupted = total(tf.constant([wait >= max(1, args.patience), stop_requested.is_set()],
+                                                        tf.float32)).numpy() > 0
+            if interrupted:  # this epoch's steps are saved; its validation runs again on resume
+                save()
+                raise Interrupted(f"in epoch {epoch + 1} after its {steps} steps, before the end of its validation")
+            if improved:
+                progress.best, progress.best_epoch, best = logs[MONITOR], epoch, plain.get_weights()
+            progress.epoch, progress.step, progress.wait, progress.stopped = epoch + 1, 0, wait, bool(stop_early)
             save()
             if cluster.chief:
                 print(metric_lines.metric_line(epoch + 1, logs), flush=True)
             callbacks.on_epoch_end(epoch, logs)
-            if flags[1]:
-                raise Interrupted(f"after epoch {epoch + 1}")
     except tf.errors.OutOfRangeError:  # an endless stream ends only when a whole pass held no records
         raise UserError(f"the train channel ran dry in epoch {progress.epoch + 1} after step {progress.step}: "
                         "a whole pass over this host's data gave no records") from None
@@ -253,7 +271,7 @@ def train(args, manifest, spec, cluster, stop_requested):
               flush=True)
     plain.set_weights(best or model.get_weights())
     checkpoint.set_optimizer_state(plain, checkpoint.optimizer_state(model))
-    return plain, steps_run
+    return plain, steps_run, int(examples_run)
 
 
 def tensorboard(args):
@@ -264,14 +282,34 @@ def tensorboard(args):
 
 
 class StopRequest:
-    """SIGTERM (SageMaker stopping the job, a spot interruption) sets a flag the training loop checks."""
+    """SIGTERM (SageMaker stopping the job, a spot interruption) sets an event the training loop checks at
+    every step. A watcher thread sees the signal even while the main thread is blocked inside TensorFlow
+    (waiting for input, or for a host that is gone) and ends the process if training has not stopped
+    `grace` seconds later, so a SIGTERM always ends the trainer."""
+
+    def __init__(self, grace):
+        self.grace, self.event, self.done = grace, threading.Event(), threading.Event()
 
     def __enter__(self):
-        self.event = threading.Event()
-        self.previous = signal.signal(signal.SIGTERM, lambda *_: self.event.set())
+        self.read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        self.previous = signal.signal(signal.SIGTERM, lambda *_: None)  # the watcher acts on it
+        self.previous_fd = signal.set_wakeup_fd(write_fd)
+        threading.Thread(target=self._watch, daemon=True).start()
         return self.event
 
+    def _watch(self):
+        while signal.SIGTERM not in os.read(self.read_fd, 64):
+            pass
+        self.event.set()
+        if not self.done.wait(self.grace):
+            fail(f"SIGTERM, and training did not reach a step boundary within {self.grace:g} s (blocked on input "
+                 "or on another host): exiting without a new checkpoint", INTERRUPTED)
+            os._exit(INTERRUPTED)
+
     def __exit__(self, *exc):
+        self.done.set()
+        os.close(signal.set_wakeup_fd(self.previous_fd))
         signal.signal(signal.SIGTERM, self.previous)
 
 
@@ -297,19 +335,19 @@ def run(args):
     cluster = distribute.connect(cpu_devices=args.cpu_devices, timeout=args.cluster_timeout)
     distribute.set_precision(args.mixed_precision)
     print(f"{cluster.describe()}; {keras.mixed_precision.global_policy().name}", flush=True)
-    with StopRequest() as stop_requested:
+    with StopRequest(STOP_GRACE) as stop_requested:
         try:
-            model, steps_run = train(args, manifest, spec, cluster, stop_requested)
+            model, steps_run, examples_run = train(args, manifest, spec, cluster, stop_requested)
         except Interrupted as e:
             saved = f"checkpoint saved in {args.checkpoint_dir}" if cluster.chief else "the chief saved the checkpoint"
             return fail(f"interrupted by SIGTERM {e}; {saved}: run again with it to resume", INTERRUPTED)
         except PeerLost as e:
             return fail(str(e), 1)
-    if cluster.chief:
-        print(f"exported {export.export(model, spec, args.model_dir)}", flush=True)
-    if cluster.workers > 1:  # no host leaves before the chief has exported
-        distribute.sum_function(cluster.strategy)(tf.zeros([]))
-    print(f"host {cluster.host} trained {steps_run} steps", flush=True)
+        if cluster.chief:
+            print(f"exported {export.export(model, spec, args.model_dir)}", flush=True)
+        if cluster.workers > 1:  # no host leaves before the chief has exported
+            distribute.sum_function(cluster.strategy)(tf.zeros([]))
+    print(f"host {cluster.host} trained {steps_run} steps on {examples_run} examples (all hosts)", flush=True)
     return 0
 
 
