@@ -102,16 +102,18 @@ def check_checkpoint(checkpoint_dir, fingerprint):
                         f"(fingerprint {saved.dataset}, this one {fingerprint}): use an empty checkpoint dir")
 
 
-def datasets(args, spec, cluster):
+def datasets(args, spec, manifest, cluster):
     """This host's endless train stream, batched per replica (each replica takes one batch per step, so
     a host consumes its 1/n of the global batch), and all of the validation split."""
     replica_batch = args.batch_size // cluster.strategy.num_replicas_in_sync
 
     def train(context):  # once per host; read as it is (no tf.distribute auto-sharding or rebatching)
-        return channel("train", spec, replica_batch, path=args.train, repeat=True, shuffle_buffer=args.shuffle_buffer,
-                       seed=args.seed, num_workers=cluster.workers, worker_index=cluster.worker)
+        return channel("train", spec, replica_batch, path=args.train, manifest=manifest, repeat=True,
+                       shuffle_buffer=args.shuffle_buffer, seed=args.seed, num_workers=cluster.workers,
+                       worker_index=cluster.worker)
 
-    validation = channel("validation", spec, args.batch_size, path=args.validation, deterministic=True)
+    validation = channel("validation", spec, args.batch_size, path=args.validation, manifest=manifest,
+                         deterministic=True)
     return cluster.strategy.distribute_datasets_from_function(train), validation
 
 
@@ -185,7 +187,7 @@ def train(args, manifest, spec, cluster, stop_requested):
         model = compile_model(build_model(spec, scale=args.scale), schedule(args, steps))
         model.optimizer.build(model.trainable_variables)  # before the first step: replicas cannot create it
     plain = compile_model(build_model(spec, scale=args.scale), schedule(args, steps))  # validates and exports
-    train_data, validation = datasets(args, spec, cluster)
+    train_data, validation = datasets(args, spec, manifest, cluster)
     progress, best = checkpoint.Progress(dataset=fingerprint), None
     if checkpoint.load_progress(args.checkpoint_dir):
         progress, best = checkpoint.restore(args.checkpoint_dir, model)
