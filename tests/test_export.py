@@ -218,14 +218,24 @@ def test_evaluate_checks_outputs_first_and_names_samples_safely(tmp_path, capsys
     assert "/8 labelled files)" in capsys.readouterr().out  # predict reads the labels back from the names
 
 
-def test_a_model_dir_without_saved_model_is_one_line(trained, tmp_path, capsys):
+def test_a_broken_model_dir_is_one_line(trained, tmp_path, capsys):
+    """A spec but no saved_model.pb, a cut saved_model.pb, a spec that is not JSON or not a spec."""
     from trainer import predict
 
     broken = tmp_path / "model"
     shutil.copytree(trained / "model", broken)
-    (broken / "1/saved_model.pb").unlink()
-    assert predict.main(["--model-dir", str(broken), str(tmp_path)]) == 2
-    assert capsys.readouterr().err == f"error: {broken}: no saved_model.pb beside assets.extra/captcha_spec.json (an incomplete export?)\n"
+    pb, spec = broken / "1/saved_model.pb", broken / "1/assets.extra/captcha_spec.json"
+    good_pb, good_spec = pb.read_bytes(), spec.read_text()
+    for damage, told in [(lambda: pb.unlink(), "no saved_model.pb beside assets.extra/captcha_spec.json"),
+                         (lambda: pb.write_bytes(good_pb[:100]), "cannot load the SavedModel (OSError: "),
+                         (lambda: spec.write_text("{"), "captcha_spec.json: not a captcha spec (JSONDecodeError"),
+                         (lambda: spec.write_text("[]"), "captcha_spec.json: not a captcha spec (TypeError")]:
+        pb.write_bytes(good_pb)
+        spec.write_text(good_spec)
+        damage()
+        assert predict.main(["--model-dir", str(broken), str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and told in err and err.count("\n") == 1, err
 
 
 def test_62_classes_by_6_characters(tmp_path, capsys, make_dataset, train_args):
