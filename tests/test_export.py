@@ -290,3 +290,24 @@ def test_serve_a_raw_model(raw_trained):
     other = Renderer(CaptchaSpec(alphabet="01", length=2, width=30, height=30)).render("10", 9)
     refused = client.post("/invocations", data=other, content_type="image/png")
     assert refused.status_code == 400 and "image is 30x30, the model reads 40x40 or 20x20" in refused.json["error"]
+
+
+def test_an_export_cut_short_is_refused(tmp_path, monkeypatch):
+    """The spec is written last and atomically: an export that dies on the way, over an older one too,
+    leaves a model dir that `load` refuses rather than a mix of old and new."""
+    from tfrecord.errors import UserError
+    from trainer import export
+    from trainer.model import build_model
+
+    spec = CaptchaSpec(alphabet="01", length=2, width=40, height=24)
+    export.export(build_model(spec), spec, str(tmp_path / "model"))
+    assert export.load(str(tmp_path / "model"))[1] == spec
+
+    def dies(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", dies)
+    with pytest.raises(OSError):
+        export.export(build_model(spec), spec, str(tmp_path / "model"))
+    with pytest.raises(UserError, match="not an exported captcha model"):
+        export.load(str(tmp_path / "model"))

@@ -13,6 +13,7 @@ import os
 import keras
 import tensorflow as tf
 
+from tfrecord import storage
 from tfrecord.errors import UserError
 from tfrecord.spec import CaptchaSpec
 
@@ -67,7 +68,11 @@ def decode_images(image_bytes, spec: CaptchaSpec):
 
 
 def export(model, spec: CaptchaSpec, model_dir):
-    """Write the SavedModel and the .keras file; returns the SavedModel path."""
+    """Write the SavedModel, the .keras file and, last and atomically, the spec: a model dir holding a spec
+    holds a complete export, and one cut short is refused by `load` in one line. Returns the SavedModel path."""
+    path = os.path.join(model_dir, VERSION)
+    if os.path.exists(os.path.join(path, SPEC_ASSET)):
+        os.remove(os.path.join(path, SPEC_ASSET))  # an export over an older one is incomplete until it ends
     os.makedirs(model_dir, exist_ok=True)
     alphabet = tf.constant(list(spec.alphabet))
 
@@ -84,12 +89,9 @@ def export(model, spec: CaptchaSpec, model_dir):
                          input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     archive.add_endpoint("serving_pixels", outputs,
                          input_signature=[tf.TensorSpec([None, *spec.input_shape], tf.uint8, name="pixels")])
-    path = os.path.join(model_dir, VERSION)
     archive.write_out(path, verbose=False)
-    os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
-    with open(os.path.join(path, SPEC_ASSET), "w") as f:
-        json.dump(spec.to_dict(), f, indent=2)
     model.save(os.path.join(model_dir, "model.keras"))
+    storage.write_atomic(os.path.join(path, SPEC_ASSET), json.dumps(spec.to_dict(), indent=2).encode())
     return path
 
 
