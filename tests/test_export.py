@@ -13,7 +13,6 @@ from PIL import Image
 from tfrecord.spec import CaptchaSpec
 
 
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, learnable_dataset, train_args):
     from trainer import train

@@ -16,6 +16,7 @@ import tensorflow as tf
 from tfrecord import storage
 from tfrecord.errors import UserError
 from tfrecord.spec import CaptchaSpec
+from trainer import images
 
 VERSION = "1"
 SPEC_ASSET = os.path.join("assets.extra", "captcha_spec.json")
@@ -50,7 +51,7 @@ def box_downscale(image, size):
 def decode_images(image_bytes, spec: CaptchaSpec):
     """PNG/JPEG bytes [B] -> uint8 pixels [B, *spec.input_shape], by the size policy (see the module doc)."""
     stored, render = spec.input_shape[:2], (spec.height, spec.width)
-    sizes = " or ".join(dict.fromkeys(f"{w}x{h}" for h, w in (render, stored)))
+    sizes = " or ".join(f"{w}x{h}" for w, h in images.accepted_sizes(spec))  # as predict and serve word it
 
     def decode(data):
         height, width = _header_size(data)
