@@ -264,9 +264,10 @@ def main(argv=None):
         shards = data.split("train").shards
         resized = ours.working_size(spec, args.scale) != spec.input_shape[:2]
         source = f"{name.upper()} {spec.store_width}x{spec.store_height}{', resized in the model' if resized else ''}"
+        reach_text = ("-" if seed_s is None else "not reached" if reach is None
+                      else f"{reach:.0f} s = {reach / seed_s:.2f}x seed")
         table.append((f"ours, {name}", source, sum(s.bytes for s in shards) / sum(s.records for s in shards),
-                      ours_s, rates[name], ours_seq, ours_char,
-                      "-" if seed_s is None else f"{reach:.0f} s = {reach / seed_s:.2f}x seed" if reach is not None else "not reached",
+                      ours_s, rates[name], ours_seq, ours_char, reach_text,
                       f"{target:.0f} s" if target is not None else "not reached"))
     print(f"\ntest split: {len(labels)} images, labels unseen in our training; mode {manifest.spec.mode}")
     print("| recipe | input | bytes/record | training wall s | examples/s | vs PNG | test sequence acc | test char acc "
@@ -274,8 +275,9 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, source, size, s, rate, seq, char, reach_text, target_text in table:
         ratio = f"{rate / rates['png']:.2f}x" if "png" in rates and name.startswith("ours") else "-"
-        print(f"| {name} | {source} | {'-' if size is None else f'{size:.0f}'} | {s:.0f} | {rate:.0f} | {ratio} | {seq:.4f} "
-              f"| {char:.4f} | {reach_text} | {target_text} |")
+        size = "-" if size is None else f"{size:.0f}"
+        print(f"| {name} | {source} | {size} | {s:.0f} | {rate:.0f} | {ratio} | {seq:.4f} | {char:.4f} | {reach_text} "
+              f"| {target_text} |")
     return 0
 
 

@@ -141,7 +141,8 @@ def test_raw_pixels_and_render_size_pngs_give_the_same_predictions(raw_trained):
     renderer = Renderer(dataclasses.replace(spec, image_format="png", store_width=0, store_height=0))
     shards = manifest.split("test").shards
     for k, shard in enumerate(shards):
-        for position, record in enumerate(framing.read_records(io.BytesIO((raw_trained / "data" / shard.path).read_bytes()), shard.path)):
+        data = (raw_trained / "data" / shard.path).read_bytes()
+        for position, record in enumerate(framing.read_records(io.BytesIO(data), shard.path)):
             parsed = schema.parse_example(tf.constant(record), spec)
             index = k + position * len(shards)  # example i of a split is record i // n of shard i % n
             pngs.append(renderer.render(parsed[schema.TEXT].numpy().decode(), example_seed(manifest.seed, "test", index)))

@@ -1,8 +1,8 @@
 """CaptchaSpec: what one captcha looks like and how it is stored. Validated on creation, serialised into dataset.json.
 
 `width`/`height` are the RENDER size (what `captcha` draws); `store_width`/`store_height` the STORED
-size (a box-filter downscale of the render by whole factors; 0 = the render size). Readers yield and the model takes
-`input_shape` = (stored height, stored width, channels), as uint8.
+size (a box-filter downscale of the render by whole factors; 0 = the render size). Readers yield and
+the model takes `input_shape` = (stored height, stored width, channels), as uint8.
 """
 import dataclasses
 import string

@@ -52,7 +52,8 @@ def evaluate(model, spec, dataset, gallery_size, num_samples=0):
         out = model.signatures["serving_pixels"](pixels=images)
         predicted = np.argmax(out["probabilities"].numpy(), axis=-1)
         labels = labels.numpy()
-        samples += [(images[i].numpy(), spec.decode_label(label)) for i, label in enumerate(labels[:num_samples - len(samples)])]
+        samples += [(images[i].numpy(), spec.decode_label(label))
+                    for i, label in enumerate(labels[:num_samples - len(samples)])]
         right = predicted == labels
         total += len(labels)
         position_right += right.sum(axis=0)
