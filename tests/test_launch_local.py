@@ -37,8 +37,6 @@ def model_files(s3, name):
 def test_local_job(aws_server, s3, upload, tiny_dataset, monkeypatch, capsys, mode, source):
     """Data from the loopback S3 server (or a local folder), model.tar.gz into the output bucket."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_server.url)
-    if mode == "Pipe":
-        pytest.importorskip("tfrecord.pipe")
     assert run_local(s3, upload, tiny_dataset, f"local-{mode.lower()}", "--input-mode", mode, "--shuffle-seed", "1",
                      source=source) == 0
     out, err = capsys.readouterr()
