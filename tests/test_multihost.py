@@ -67,7 +67,7 @@ def trainer_of(root, host):
 
 def steps_per_host(output, batch):
     """{host: steps} from each host's last line; every step trained on a whole global batch."""
-    found = re.findall(r"^\[(algo-\d)\] host \1 trained (\d+) steps on (\d+) examples", output, re.MULTILINE)
+    found = re.findall(r"^\[(algo-\d)\] host \1: (\d+) steps, (\d+) examples over all hosts$", output, re.MULTILINE)
     assert all(int(examples) == int(steps) * batch for _, steps, examples in found), found
     return {host: int(steps) for host, steps, _ in found}
 

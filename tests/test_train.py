@@ -104,7 +104,7 @@ def test_mirrored_strategy_on_two_cpu_devices(data, train_args, tmp_path):
     output = run.communicate(timeout=120)[0]
     assert run.returncode == 0, output
     assert "1 host(s), 2 replica(s), 8 steps of 32 per epoch" in output
-    assert _epochs(output) == [1] and "host algo-1 trained 8 steps on 256 examples" in output
+    assert _epochs(output) == [1] and "host algo-1: 8 steps, 256 examples over all hosts" in output
     assert (tmp_path / "model/1/saved_model.pb").exists()
 
 

@@ -174,6 +174,8 @@ def peer_lost(error, cluster):
 
 
 def train(args, manifest, spec, cluster, stop_requested):
+    """The training loop on this host; returns (a plain copy of the model with the best weights, steps run
+    here, examples trained on by all hosts in those steps)."""
     strategy, global_batch = cluster.strategy, args.batch_size
     if global_batch % strategy.num_replicas_in_sync:
         raise UserError(f"--batch-size {global_batch} is not a multiple of the {strategy.num_replicas_in_sync} "
@@ -205,8 +207,8 @@ def train(args, manifest, spec, cluster, stop_requested):
         with open(os.path.join(args.checkpoint_dir, "captcha_spec.json"), "w") as f:
             json.dump(spec.to_dict(), f)
         if progress.epoch or progress.step:
-            print(f"resuming after epoch {progress.epoch}" + (f" and step {progress.step} of epoch {progress.epoch + 1}" if progress.step else ""),
-                  flush=True)
+            within = f" and step {progress.step} of epoch {progress.epoch + 1}" if progress.step else ""
+            print(f"resuming after epoch {progress.epoch}{within}", flush=True)
     callbacks = keras.callbacks.CallbackList(tensorboard(args) if cluster.chief else [], model=model)
 
     def save():
@@ -349,7 +351,7 @@ def run(args):
             print(f"exported {export.export(model, spec, args.model_dir)}", flush=True)
         if cluster.workers > 1:  # no host leaves before the chief has exported
             distribute.sum_function(cluster.strategy)(tf.zeros([]))
-    print(f"host {cluster.host} trained {steps_run} steps on {examples_run} examples (all hosts)", flush=True)
+    print(f"host {cluster.host}: {steps_run} steps, {examples_run} examples over all hosts", flush=True)
     return 0
 
 
