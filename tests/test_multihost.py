@@ -90,7 +90,8 @@ def test_two_hosts_train_one_model(tiny_dataset, tmp_path, capsys, mode):
             assert f"pipe {host} train_0" in err
     with tarfile.open(tmp_path / "jobs/mh/output/model.tar.gz") as tar:
         assert "1/saved_model.pb" in tar.getnames()
-    assert not os.listdir(root / "algo-2/model") and not os.listdir(root / "algo-2/checkpoints")
+    for folder in ("model", "checkpoints", "output/data"):  # the chief's alone
+        assert not os.listdir(root / "algo-2" / folder), folder
     assert (root / "algo-1/checkpoints/training_state.npz").exists()
 
 
