@@ -7,6 +7,8 @@ Rows (each a fresh trainer process, `taskset` pinning every host to a core of it
   (c) two hosts, one core each: two trainers as SageMaker hosts (SM_HOSTS, MultiWorkerMirroredStrategy over
       loopback ports), each reading half of the shards
   (d) one host on both cores (no pinning), for scale
+  (e) as (a), but `model.fit` draws `steps_per_epoch` batches from the loop's endless stream: the loop's
+      step against fit's, with the same input
 Figures: images/s while training (validation excluded), the median over epochs 2..N (epoch 1 traces the
 step), over all hosts (the chief's examples_per_sec: every replica's examples over the epoch's time).
 Data: digits-4 as `make demo` makes it (raw 60x50), 4 shards so that two hosts get 2 each.
@@ -28,20 +30,24 @@ from launch.local import free_ports
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 64
 ROWS = {"a": "(a) one host, model.fit (before)", "b": "(b) one host, custom loop",
-        "c": "(c) two hosts, custom loop", "d": "(d) one host, custom loop, 2 cores"}
+        "c": "(c) two hosts, custom loop", "d": "(d) one host, custom loop, 2 cores",
+        "e": "(e) one host, model.fit, endless stream"}
 FIT = """
 import sys, time, keras
 from tfrecord.channels import channel
 from tfrecord.manifest import read_manifest
 from trainer.model import build_model, compile_model
 from trainer.train import schedule, parse_args
-root, epochs, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+root, epochs, batch, stream = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "stream"
 manifest = read_manifest(root)
 spec, examples = manifest.spec, manifest.split("train").examples
 args = parse_args(["--epochs", str(epochs), "--batch-size", str(batch)])
 keras.utils.set_random_seed(0)
 model = compile_model(build_model(spec, scale=args.scale), schedule(args, -(-examples // batch)))
-train = channel("train", spec, batch, path=f"{root}/train", manifest=manifest, shuffle_buffer=args.shuffle_buffer, seed=0)
+train = channel("train", spec, batch, path=f"{root}/train", manifest=manifest, shuffle_buffer=args.shuffle_buffer, seed=0,
+                repeat=stream)
+steps = examples // batch if stream else None
+examples = steps * batch if stream else examples
 validation = channel("validation", spec, batch, path=f"{root}/validation", manifest=manifest, deterministic=True)
 
 class Rate(keras.callbacks.Callback):
@@ -50,7 +56,7 @@ class Rate(keras.callbacks.Callback):
     def on_test_begin(self, logs=None):
         print(f"epoch={self.epoch + 1} examples_per_sec={examples / (time.perf_counter() - self.start):.1f}", flush=True)
 
-model.fit(train, validation_data=validation, epochs=epochs, callbacks=[Rate()], verbose=0)
+model.fit(train, validation_data=validation, epochs=epochs, steps_per_epoch=steps, callbacks=[Rate()], verbose=0)
 """
 
 
@@ -95,8 +101,9 @@ def finish(procs, label):
 def run_row(row, root, work, epochs):
     out = os.path.join(work, "runs", row)
     subprocess.run(["rm", "-rf", out], check=True)
-    if row == "a":
-        proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", FIT, root, str(epochs), str(BATCH)],
+    if row in "ae":
+        proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", FIT, root, str(epochs), str(BATCH),
+                                 "stream" if row == "e" else "pass"],
                                 cwd=REPO, text=True, env={**os.environ, "PYTHONPATH": REPO},
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         return rate(finish([proc], ROWS[row]), ROWS[row])
@@ -115,7 +122,7 @@ def main(argv=None):
     parser.add_argument("--train-examples", type=int, default=20000)
     parser.add_argument("--epochs", type=int, default=3, help="at least 2: epoch 1 is not counted")
     parser.add_argument("--work", default="bench-output/scaling")
-    parser.add_argument("--rows", default="abcd")
+    parser.add_argument("--rows", default="abcde")
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2")
@@ -130,7 +137,7 @@ def main(argv=None):
     base = rates.get("b")
     print("\n| run | hosts x cores | images/s | vs (b) |\n|---|---|---|---|")
     for row, value in rates.items():
-        shape = {"a": "1 x 1", "b": "1 x 1", "c": "2 x 1", "d": "1 x 2"}[row]
+        shape = {"c": "2 x 1", "d": "1 x 2"}.get(row, "1 x 1")
         print(f"| {ROWS[row]} | {shape} | {value:.1f} | {f'{value / base:.2f}x' if base else '-'} |")
 
 
