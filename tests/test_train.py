@@ -82,6 +82,22 @@ def test_resumes_from_latest_checkpoint_after_kill(data, train_args, tmp_path):
     assert (tmp_path / "model/1/saved_model.pb").exists()
 
 
+def test_early_stopping_ends_training_and_is_remembered(data, train_args, tmp_path, capsys):
+    """A model that cannot learn (learning rate 1e-12) stops after --patience epochs without a better
+    val_sequence_accuracy; a rerun on the same checkpoint trains no further and exports again."""
+    from trainer import checkpoint, train
+
+    args = train_args(data, str(tmp_path), "--epochs", "10", "--learning-rate", "1e-12", "--patience", "1")
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    saved = checkpoint.load_progress(tmp_path / "checkpoints")
+    assert saved.stopped and saved.wait == 1 and _epochs(out) == list(range(1, saved.epoch + 1)), out
+    assert saved.epoch < 10 and f"best epoch {saved.best_epoch + 1}" in out
+    assert (tmp_path / "output/tensorboard/train").is_dir() and (tmp_path / "model/1/saved_model.pb").exists()
+    assert train.main(args) == 0
+    assert _epochs(capsys.readouterr().out) == [] and checkpoint.load_progress(tmp_path / "checkpoints") == saved
+
+
 def test_checkpoint_of_another_dataset_is_refused(data, train_args, tmp_path, capsys):
     """A finished checkpoint dir reused on other data: one line, exit 2, no model exported from it."""
     from trainer import train
