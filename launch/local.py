@@ -48,11 +48,12 @@ def parse_args(argv):
 
 
 class Host:
-    """One simulated instance: its container root, Pipe data dir, trainer process and last output lines."""
+    """One simulated instance: its container root, Pipe data dir, trainer process, last output lines, and
+    its exit status and time."""
 
     def __init__(self, name, index, root):
         self.name, self.index, self.root = name, index, root
-        self.env, self.data_dir, self.proc, self.status = None, None, None, None
+        self.env, self.data_dir, self.proc, self.status, self.ended = None, None, None, None, None
         self.tail = collections.deque(maxlen=20)
 
 
@@ -93,26 +94,27 @@ def start_trainer(host, code_dir, hps):
 
 
 def relay(host, prefix, lock):
-    """Pass a trainer's output through (prefixed with its host name when there are several)."""
+    """Pass a trainer's output through (prefixed with its host name when there are several); note when it
+    exits, so failures are ordered as they happened."""
     for line in host.proc.stdout:
         with lock:
             sys.stdout.write(prefix + line)
             sys.stdout.flush()
         host.tail.append(line.rstrip("\n"))
+    host.status, host.ended = host.proc.wait(), time.monotonic()
 
 
 def supervise(hosts, feeder_errors, stop_requested):
     """Wait for every trainer; the first failure stops the rest (SIGTERM, SIGKILL after the grace period).
     Returns the failures in order: Hosts that exited non-zero, and feeder error strings."""
-    failures, deadline = [], None
+    failures, seen, deadline = [], set(), None
     while True:
         failures += [e for e in feeder_errors if e not in failures]
-        for host in hosts:
-            if host.status is None and host.proc.poll() is not None:
-                host.status = host.proc.returncode
-                if host.status:
-                    failures.append(host)
-        running = [host for host in hosts if host.status is None]
+        for host in sorted((h for h in hosts if h.ended is not None and h.name not in seen), key=lambda h: h.ended):
+            seen.add(host.name)
+            if host.status:
+                failures.append(host)
+        running = [host for host in hosts if host.name not in seen]
         if not running:
             return failures
         if deadline is None and (failures or stop_requested.is_set()):
