@@ -187,29 +187,37 @@ def run_job(args, root):
         thread.join(timeout=30)
     status = next((f.status if isinstance(f, Host) else 1 for f in failures), 0)
     status = 128 - status if status < 0 else status  # killed by a signal: as a shell reports it
+    reasons = [reason(failure, several) for failure in failures]
     with container_root(hosts[0].root):
-        if failures:
+        if reasons:
             with open(sagemaker.failure_path(), "w") as f:
-                f.write("\n".join(reason(failure, several) for failure in failures) + "\n")
+                f.write("\n".join(reasons) + "\n")
         model = artifacts.upload_outputs(storage.join(args.output_path, name, "output"), status)
-    if failures:
-        first = reason(failures[0], several).splitlines()
-        print(f"error: training job {name} failed: {first[0] if first else status}", file=sys.stderr)
+    if reasons:
+        print(f"error: training job {name} failed: {reasons[0].splitlines()[0]}", file=sys.stderr)
         return status
     print(f"training job {name} completed\nmodel: {model}", flush=True)
     return 0
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 @exits_on_user_error
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.root:
-        if os.path.exists(args.root) and os.listdir(args.root):
-            raise UserError(f"--root {args.root}: not empty")
-        os.makedirs(args.root, exist_ok=True)
-        return run_job(args, os.path.abspath(args.root))
-    root = tempfile.mkdtemp(prefix="captcha-opt-ml-")
+    previous = signal.signal(signal.SIGTERM, _terminated)  # outside the trainers' run: stop, clean up
     try:
-        return run_job(args, root)
+        if args.root:
+            if os.path.exists(args.root) and os.listdir(args.root):
+                raise UserError(f"--root {args.root}: not empty")
+            os.makedirs(args.root, exist_ok=True)
+            return run_job(args, os.path.abspath(args.root))
+        root = tempfile.mkdtemp(prefix="captcha-opt-ml-")
+        try:
+            return run_job(args, root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
