@@ -115,6 +115,17 @@ def test_checkpoint_of_another_dataset_is_refused(data, train_args, tmp_path, ca
     assert err.count("\n") == 1 and not (tmp_path / "b/model").exists()
 
 
+def test_the_sigterm_watcher_ends_with_training():
+    """After training (no SIGTERM) the watcher thread ends: it must not spin on the closed wake-up pipe."""
+    from trainer import train
+
+    before = set(threading.enumerate())
+    with train.StopRequest(10):
+        [watcher] = set(threading.enumerate()) - before
+    watcher.join(timeout=5)
+    assert not watcher.is_alive()
+
+
 def test_mirrored_strategy_on_two_cpu_devices(data, train_args, tmp_path):
     run = _train(train_args, data, str(tmp_path), "--epochs", "1", "--cpu-devices", "2")
     output = run.communicate(timeout=120)[0]

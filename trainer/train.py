@@ -303,8 +303,10 @@ class StopRequest:
         return self.event
 
     def _watch(self):
-        while signal.SIGTERM not in os.read(self.read_fd, 64):
-            pass
+        while signal.SIGTERM not in (woken := os.read(self.read_fd, 64)):
+            if not woken:  # __exit__ closed the write end: training is over, and no SIGTERM came
+                os.close(self.read_fd)
+                return
         self.event.set()
         if not self.done.wait(self.grace):
             fail(f"SIGTERM, and training did not reach a step boundary within {self.grace:g} s (blocked on input "
