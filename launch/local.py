@@ -14,9 +14,11 @@ The first failure stops the job: a trainer that exits non-zero, a Pipe feeder's 
 this command. Every trainer still running then gets SIGTERM (as SageMaker sends at a spot interruption:
 the trainer saves a checkpoint and exits) and SIGKILL after a grace period. The failure reason lists what
 failed, in order, the first cause first; the exit status is the first failing trainer's (128 + N for signal N; 1 for a feeder).
+On Linux, a trainer also gets SIGTERM when this command dies without cleaning up (SIGKILL, a crash).
 """
 import argparse
 import collections
+import ctypes
 import json
 import os
 import shutil
@@ -90,7 +92,14 @@ def start_trainer(host, code_dir, hps):
     """The script-mode command (`--name value` per hyperparameter) in the host's environment."""
     command = [sys.executable, source.ENTRY_POINT] + [a for k, v in hps.items() for a in (f"--{k}", v)]
     host.proc = subprocess.Popen(command, cwd=code_dir, env=host.env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True, errors="replace")
+                                 stderr=subprocess.STDOUT, text=True, errors="replace",
+                                 preexec_fn=_sigterm_when_orphaned if sys.platform == "linux" else None)
+
+
+def _sigterm_when_orphaned():
+    """In the trainer's process, before it runs: Linux sends it SIGTERM when its parent dies
+    (prctl PR_SET_PDEATHSIG), so a launcher killed with SIGKILL leaves no trainer behind."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def relay(host, prefix, lock):

@@ -157,3 +157,24 @@ def test_feeder_error_fails_the_job_at_once(tiny_dataset, tmp_path, capsys):
         ": zlib.error: Error -3 while decompressing data: incorrect header check"
     assert (tmp_path / "jobs/gz/output/failure").read_text().splitlines()[0] == reason
     assert capsys.readouterr().err.endswith(f"error: training job gz failed: {reason}\n")
+
+
+def test_a_launcher_killed_with_sigkill_leaves_no_trainer(tiny_dataset, tmp_path):
+    """SIGKILL cannot be caught: the trainers learn of it from the kernel (SIGTERM at parent death)."""
+    root = str(tmp_path / "root")
+    job = start(job_args(tiny_dataset, tmp_path / "jobs", "gone", "--input-mode", "Pipe", "--root", root,
+                         epochs=50, batch=4))
+    try:
+        read_until(job, r"^\[algo-1\] epoch=1 ")
+        trainers = processes_using(root)
+        assert len(trainers) == 2, trainers
+    finally:
+        job.kill()
+        job.wait()
+    deadline = time.monotonic() + 30
+    while processes_using(root) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = processes_using(root)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left
