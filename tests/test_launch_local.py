@@ -50,11 +50,10 @@ def test_local_job_failure_mirrors_sagemaker(aws_server, s3, upload, tiny_datase
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_server.url)
     rc = run_local(s3, upload, tiny_dataset, "bad", "--input-mode", "File", "--hp", "length=3",
                    "--root", str(tmp_path / "root"))
-    assert rc != 0
-    err = capsys.readouterr().err
-    assert "error: training job bad failed:" in err
-    failure = (tmp_path / "root" / "output" / "failure").read_text()
-    assert failure.strip()
+    reason = "model spec does not match the dataset's (model vs data): length 3 vs 2"
+    assert rc == 2  # the trainer's exit status, as SageMaker reports it
+    assert capsys.readouterr().err.endswith(f"error: training job bad failed: {reason}\n")
+    assert (tmp_path / "root" / "output" / "failure").read_text() == reason + "\n"
     keys = [o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="jobs/bad/")["Contents"]]
     assert "jobs/bad/output/failure" in keys and "jobs/bad/output/model.tar.gz" not in keys
 
