@@ -82,6 +82,23 @@ def _object_payloads(uri, config):
             yield 0, gunzip.flush()
 
 
+def _send_object(pipe, uri, config):
+    """Stream one object into the pipe; yield the object's bytes sent after each piece.
+
+    On Linux a local object sent as is goes file -> pipe inside the kernel (splice), never copied through Python.
+    """
+    plain = config["CompressionType"] == "None" and config["RecordWrapperType"] == "None"
+    if not (plain and hasattr(os, "splice") and not storage.is_s3(uri)):
+        for size, payload in _object_payloads(uri, config):
+            pipe.write(payload)
+            yield size
+        return
+    pipe.flush()
+    with storage.open(uri) as f:
+        while sent := os.splice(f.fileno(), pipe.fileno(), CHUNK):
+            yield sent
+
+
 def feed_pipe(channel, objects, config, progress, stop, errors, *, host_index=0, host_count=1, data_dir=None,
               label=None):
     """Epoch after epoch: create `<channel>_<epoch>` (in `data_dir`, default this process's container root),
@@ -102,8 +119,7 @@ def feed_pipe(channel, objects, config, progress, stop, errors, *, host_index=0,
                 try:
                     for uri, _ in batch:
                         where = f"{label}_{epoch}: {uri}"
-                        for size, payload in _object_payloads(uri, config):
-                            pipe.write(payload)
+                        for size in _send_object(pipe, uri, config):
                             done += size
                             progress.update(f"{label}_{epoch}", done, total)
                 except BrokenPipeError:  # the reader stopped early: this epoch's stream ends here
