@@ -52,13 +52,14 @@ class Progress:
 
 def _open_fifo_for_writing(path, stop):
     """Wait for the trainer to open the FIFO (without blocking past `stop`); a blocking fd, or None."""
+    start = time.monotonic()
     while not stop.is_set():
         try:
             fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
         except OSError as e:
             if e.errno != errno.ENXIO:
                 raise
-            time.sleep(0.005)
+            time.sleep(sagemaker.fifo_poll_interval(time.monotonic() - start))
             continue
         os.set_blocking(fd, True)
         with contextlib.suppress(OSError, AttributeError):  # fewer wake-ups than the 64 KiB default

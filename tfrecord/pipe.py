@@ -39,11 +39,12 @@ def channel_config(channel):
 
 
 def _wait_for(path, source, timeout):
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
     while not os.path.exists(path):
-        if time.monotonic() > deadline:
+        waited = time.monotonic() - start
+        if waited > timeout:
             raise UserError(f"{source}: FIFO {path} did not appear within {timeout:g} s")
-        time.sleep(0.005)  # polled often: switching to the next FIFO costs little next to an epoch
+        time.sleep(sagemaker.fifo_poll_interval(waited))
 
 
 def _chunks(fd, path, source, timeout):

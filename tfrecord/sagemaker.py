@@ -64,6 +64,13 @@ def fifo_path(name, epoch, directory=None):
     return os.path.join(directory or data_dir(), f"{name}_{epoch}")
 
 
+def fifo_poll_interval(waited):
+    """Seconds between checks while one end of a Pipe FIFO waits `waited` s for the other (the FIFO to
+    appear, its reader to open it): 1 ms at first, as a stream takes the next FIFO within milliseconds
+    of ending the last; 20 ms after a second, when the reader is busy elsewhere (e.g. validating)."""
+    return 0.001 if waited < 1 else 0.02
+
+
 def _config(filename, env=None):
     if env and env in os.environ:
         return json.loads(os.environ[env])
