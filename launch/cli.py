@@ -1,7 +1,6 @@
 """`captcha-pipeline <command> ...`: the one console command. Each entry names the `module:function` that
 takes the rest of the arguments, Beam's `run(argv)` style, and returns an exit status."""
 import importlib
-import os
 import sys
 
 COMMANDS = {
@@ -35,7 +34,6 @@ def main(argv=None):
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}\n{usage()}", file=sys.stderr)
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     module, function = COMMANDS[command][0].split(":")
     return getattr(importlib.import_module(module), function)(argv[words:]) or 0
 

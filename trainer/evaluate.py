@@ -12,17 +12,15 @@ import os
 import sys
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from tfrecord import sagemaker  # noqa: E402
-from tfrecord.channels import channel  # noqa: E402
-from tfrecord.contact_sheet import contact_sheet  # noqa: E402
-from tfrecord.errors import SpecError, UserError, exits_on_user_error  # noqa: E402
-from tfrecord.manifest import locate_manifest  # noqa: E402
-from tfrecord.spec import label_to_filename  # noqa: E402
-from trainer import export  # noqa: E402
+from tfrecord import sagemaker
+from tfrecord.channels import channel
+from tfrecord.contact_sheet import contact_sheet
+from tfrecord.errors import SpecError, UserError, exits_on_user_error
+from tfrecord.manifest import locate_manifest
+from tfrecord.spec import label_to_filename
+from trainer import export
 
 
 def parse_args(argv):

@@ -11,14 +11,12 @@ import re
 import stat
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf
 
-import tensorflow as tf  # noqa: E402
-
-from tfrecord import sagemaker  # noqa: E402
-from tfrecord.errors import UserError, exits_on_user_error  # noqa: E402
-from tfrecord.spec import label_from_filename  # noqa: E402
-from trainer import export, images  # noqa: E402
+from tfrecord import sagemaker
+from tfrecord.errors import UserError, exits_on_user_error
+from tfrecord.spec import label_from_filename
+from trainer import export, images
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 

@@ -18,18 +18,16 @@ import threading
 import time
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import tensorflow as tf
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from tfrecord import sagemaker  # noqa: E402
-from tfrecord.channels import channel  # noqa: E402
-from tfrecord.errors import ManifestError, SpecError, UserError, embedded_user_error, exits_on_user_error  # noqa: E402
-from tfrecord.manifest import locate_manifest  # noqa: E402
-from tfrecord.spec import CaptchaSpec  # noqa: E402
-from trainer import checkpoint, distribute, export, metric_lines  # noqa: E402
-from trainer.model import build_model, compile_model  # noqa: E402
+from tfrecord import sagemaker
+from tfrecord.channels import channel
+from tfrecord.errors import ManifestError, SpecError, UserError, embedded_user_error, exits_on_user_error
+from tfrecord.manifest import locate_manifest
+from tfrecord.spec import CaptchaSpec
+from trainer import checkpoint, distribute, export, metric_lines
+from trainer.model import build_model, compile_model
 
 SPEC_FIELDS = ("alphabet", "length", "width", "height", "mode")
 MONITOR = "val_sequence_accuracy"
