@@ -27,7 +27,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from beam_jobs.plan import MIN_SHARDS, TARGET_SHARD_BYTES, build_plan, describe
 from beam_jobs.progress import ProgressBar, Reporter
 from beam_jobs.render import Renderer
-from tfrecord import storage
+from tfrecord import quiet, storage
 from tfrecord.errors import UserError, exits_on_user_error
 from tfrecord.manifest import MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SplitInfo, read_manifest, shard_path
 from tfrecord.spec import IMAGE_FORMATS
@@ -269,9 +269,10 @@ def run(argv=None):
 
     start = time.monotonic()
     total = sum(plan.examples.values())
-    with ProgressBar(total, sum(plan.shards.values())) as progress:
-        with beam.Pipeline(options=options) as pipeline:
-            _ = pipeline | "WriteDataset" >> WriteDataset(plan, output, options, manifest, progress.directory)
+    with quiet.stderr_without(quiet.beam_worker_start_up) as stderr:  # printed by each worker process
+        with ProgressBar(total, sum(plan.shards.values()), stream=stderr) as progress:
+            with beam.Pipeline(options=options) as pipeline:
+                _ = pipeline | "WriteDataset" >> WriteDataset(plan, output, options, manifest, progress.directory)
     seconds = time.monotonic() - start
     storage.delete(uri for uri, _ in storage.list(_tmp_dir(output) + "/"))
     written = read_manifest(output)
