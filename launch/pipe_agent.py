@@ -39,12 +39,12 @@ class Progress:
         self.stream, self.lock = stream or sys.stderr, threading.Lock()
         self.live = self.stream.isatty()
 
-    def update(self, label, done, total, final=False):
+    def update(self, label, done, total, final=False, note=""):
         if not (self.live or final):
             return
         fraction = done / total if total else 1.0
         bar = "#" * int(20 * fraction)
-        line = f"pipe {label:<14} [{bar:<20}] {done / 1e6:8.2f} / {total / 1e6:.2f} MB"
+        line = f"pipe {label:<14} [{bar:<20}] {done / 1e6:8.2f} / {total / 1e6:.2f} MB{note}"
         with self.lock:
             self.stream.write(("\r" if self.live else "") + line + ("\n" if final else ""))
             self.stream.flush()
@@ -115,7 +115,7 @@ def feed_pipe(channel, objects, config, progress, stop, errors, *, host_index=0,
             if fd is None:
                 return
             batch = objects_for_host(objects, config, epoch, host_index, host_count)
-            total, done = sum(size for _, size in batch), 0
+            total, done, note = sum(size for _, size in batch), 0, ""
             with os.fdopen(fd, "wb") as pipe:
                 try:
                     for uri, _ in batch:
@@ -123,9 +123,9 @@ def feed_pipe(channel, objects, config, progress, stop, errors, *, host_index=0,
                         for size in _send_object(pipe, uri, config):
                             done += size
                             progress.update(f"{label}_{epoch}", done, total)
-                except BrokenPipeError:  # the reader stopped early: this epoch's stream ends here
-                    pass
-            progress.update(f"{label}_{epoch}", done, total, final=True)
+                except BrokenPipeError:  # the reader stopped early (e.g. training ended): this epoch's stream ends here
+                    note = ", closed by the reader"
+            progress.update(f"{label}_{epoch}", done, total, final=True, note=note)
             epoch += 1
     except Exception as e:  # the job fails at once with this reason (launch local watches `errors`)
         kind = type(e).__name__ if type(e).__module__ == "builtins" else f"{type(e).__module__}.{type(e).__name__}"
