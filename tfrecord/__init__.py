@@ -4,7 +4,7 @@ What a dataset is: the spec (`spec`), the Example schema with its encoder and pu
 (`schema`), TFRecord framing and RecordIO (`framing`, `recordio`), dataset.json (`manifest`), storage on
 local disk or S3 (`storage`), validation (`validate`, the `inspect` command) and its contact sheet
 (`contact_sheet`). How the training side reads it: the readers for files and SageMaker Pipe mode
-(`readers`, `pipe`, `channels`), the container's paths (`sagemaker`), the one-line error policy
+(`files`, `pipe`, `batching`, `channels`), the container's paths (`sagemaker`), the one-line error policy
 every command follows (`errors`) and the library start-up lines kept off stderr (`quiet`).
 
 `tfrecord/` and `trainer/` are what ships into the SageMaker training container (launch/source.py):
