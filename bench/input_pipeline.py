@@ -10,9 +10,10 @@
 shuffle buffer. The Pipe FIFOs are fed by the one Pipe agent (launch/pipe_agent.py) in a process of its
 own, as SageMaker's agent runs outside the training process. Rates include the start-up.
 CPU is this process's CPU time (every thread) per example, shown as the cores needed per 20,000
-images/s: about what one GPU trains this model at.
+images/s: about what one GPU trains this model at. On a shared machine, --repeat N runs the rows in turn N
+times and reports each row's median run (by examples/s), so a burst of other work does not decide a ratio.
 
-    .venv/bin/python bench/input_pipeline.py [--examples 20000] [--passes 3] [--work bench-output/input]
+    .venv/bin/python bench/input_pipeline.py [--examples 20000] [--passes 3] [--repeat 1] [--work bench-output/input]
     .venv/bin/python bench/input_pipeline.py --examples 640 --passes 1 --work /tmp/input-smoke   # smoke run
 """
 import argparse
@@ -92,6 +93,8 @@ def start_agent(channel, root):
     once it has made the first FIFO."""
     config = {"TrainingInputMode": "Pipe", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None",
               "CompressionType": "None"}
+    for fifo in glob.glob(sagemaker.fifo_path(channel, "*")):  # an earlier agent's, in an earlier repeat or run
+        os.unlink(fifo)
     path = os.path.join(sagemaker.config_dir(), "inputdataconfig.json")
     configs = json.load(open(path)) if os.path.exists(path) else {}
     with open(path, "w") as f:
@@ -134,6 +137,7 @@ def main(argv=None):
     parser.add_argument("--passes", type=int, default=3, help="passes timed per row")
     parser.add_argument("--work", default="bench-output/input")
     parser.add_argument("--rows", default="abcde", help="which rows to run, e.g. de")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per row, rows in turn; each row's median run is shown")
     args = parser.parse_args(argv)
     png = dataset(args.work, "png", args.examples)
     raw = dataset(args.work, "raw", args.examples, "--image-format", "raw", "--store-size", "60x50")
@@ -142,13 +146,16 @@ def main(argv=None):
     os.environ[sagemaker.ROOT_ENV] = os.path.abspath(os.path.join(args.work, "opt_ml"))
     for folder in (sagemaker.config_dir(), sagemaker.data_dir()):
         os.makedirs(folder, exist_ok=True)
-    for fifo in glob.glob(os.path.join(sagemaker.data_dir(), "*_*")):
-        os.unlink(fifo)
-    results = {row: run_row(row, roots, files, args) for row in args.rows}
+    runs = {row: [] for row in args.rows}
+    for _ in range(args.repeat):
+        for row in args.rows:
+            runs[row].append(run_row(row, roots, files, args))
+    results = {row: sorted(r, key=lambda run: run[1])[len(r) // 2] for row, r in runs.items()}
     bytes_per_example = {row: sum(s.bytes for s in read_manifest(roots[row]).split("train").shards) / args.examples
                          for row in args.rows}
     base = results.get("a", (0, 0, 0))[1]
-    print(f"\n{args.examples} examples x {args.passes} passes, {read_manifest(png).spec.describe()} / raw 60x50, "
+    median = f", median of {args.repeat} runs per row" if args.repeat > 1 else ""
+    print(f"\n{args.examples} examples x {args.passes} passes{median}, {read_manifest(png).spec.describe()} / raw 60x50, "
           f"batches of {BATCH}, shuffle buffer {SHUFFLE}, {os.cpu_count()} cores\n")
     print(f"| {'reader':<34} | {'examples':>8} | {'examples/s':>10} | {'vs (a)':>7} | {'MB/s':>6} | "
           f"{'CPU us/example':>14} | {'cores per 20k/s':>15} |")
