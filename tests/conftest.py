@@ -129,6 +129,14 @@ def tiny_dataset(make_dataset):
 
 
 @pytest.fixture(scope="session")
+def tiny_spec():
+    """The spec `tiny_dataset` is made with."""
+    from tfrecord.spec import CaptchaSpec
+
+    return CaptchaSpec(alphabet="0123456789", length=2, width=40, height=24)
+
+
+@pytest.fixture(scope="session")
 def learnable_dataset(make_dataset):
     """A dataset a tiny model learns in a few epochs: alphabet "01", length 2, 40x24 grayscale; train 256,
     validation 64, test 64, 2 shards each."""
@@ -184,13 +192,15 @@ def serving_predictions():
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory, tiny_dataset, train_args):
-    """A model trained for one epoch on tiny_dataset and exported: its model dir (for predict and serve)."""
-    from trainer import train
+def tiny_model(tmp_path_factory, tiny_spec):
+    """An untrained model for tiny_dataset's spec, exported: its model dir. What predict, serve and the
+    signatures do around a model does not depend on what it learned."""
+    from trainer import export
+    from trainer.model import build_model
 
-    out = tmp_path_factory.mktemp("tiny-model")
-    assert train.main(train_args(tiny_dataset, out, "--epochs", "1")) == 0
-    return out / "model"
+    out = tmp_path_factory.mktemp("tiny-model") / "model"
+    export.export(build_model(tiny_spec, scale=1), tiny_spec, str(out))
+    return out
 
 
 @pytest.fixture(scope="module")
