@@ -30,7 +30,7 @@ demo: venv
 	$(BIN)/captcha-pipeline predict --model-dir $(DEMO_DIR)/model $(DEMO_DIR)/samples
 
 test: venv
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 bench: venv
 	$(BIN)/python bench/generate.py

@@ -24,7 +24,7 @@ setup(
         "launch": ["sagemaker-train", "boto3", "requests"],
         # moto's standalone server for S3 and SageMaker only: its full `server` extra pins graphql-core
         # past what the SDK's graphene accepts
-        "dev": ["pytest", "pytest-timeout", "moto[s3,sagemaker]", "flask", "flask-cors", "requests"],
+        "dev": ["pytest", "pytest-timeout", "pytest-xdist", "moto[s3,sagemaker]", "flask", "flask-cors", "requests"],
     },
     entry_points={"console_scripts": ["captcha-pipeline=launch.cli:main"]},
 )
