@@ -1,6 +1,6 @@
 """Shared fixtures: a real S3-protocol server on loopback (moto standalone, as a subprocess), datasets
-written by the Beam job, and helpers every test file may use (free ports, uploads, train flags,
-predictions from a SavedModel here or in a fresh interpreter)."""
+written by the Beam job, and helpers every test file may use (free ports, uploads, train flags, the labels or the error a
+dataset yields, predictions from a SavedModel here or in a fresh interpreter)."""
 import contextlib
 import io
 import json
@@ -173,6 +173,31 @@ def train_args():
                 "--scale", "1", "--batch-size", "32", "--learning-rate", "0.01", "--patience", "20", *extra]
 
     return args
+
+
+@pytest.fixture(scope="session")
+def labels():
+    """labels(ds) -> every label of every batch of a tf.data dataset, in order, as tuples."""
+
+    def labels(ds):
+        return [tuple(row) for _, y in ds for row in y.numpy().tolist()]
+
+    return labels
+
+
+@pytest.fixture(scope="session")
+def first_error():
+    """first_error(ds) -> the message of the error that iterating `ds` raises (a UserError's line when it
+    carries one)."""
+    from tfrecord.errors import embedded_user_error
+
+    def first_error(ds):
+        with pytest.raises(Exception) as info:
+            for _ in ds:
+                pass
+        return embedded_user_error(info.value) or str(info.value)
+
+    return first_error
 
 
 def _serving_default(model_dir, images):

@@ -255,26 +255,6 @@ def test_62_classes_by_6_characters(tmp_path, capsys, make_dataset, train_args):
     assert "/8 labelled files)" in out and "predicted 8 file(s), 0 error(s)" in out
 
 
-def test_bytes_signature_follows_the_shared_image_policy(tiny_model):
-    """What trainer.images accepts, the signature reads; what it refuses for its size or format, the signature
-    refuses too (so a TF Serving endpoint answers as `serve` and `predict` do)."""
-    import tensorflow as tf
-    from test_images import CASES
-
-    from trainer import export
-
-    default = export.load(str(tiny_model))[0].signatures["serving_default"]
-    for name, data, reason in CASES:
-        if reason is None:
-            assert default(image_bytes=tf.constant([data]))["text"].shape == (1,), name
-        elif reason.startswith("image is") or reason in ("not a PNG or JPEG image", "empty"):
-            with pytest.raises(tf.errors.InvalidArgumentError) as refused:
-                default(image_bytes=tf.constant([data]))
-            # bomb.jpg is a bare frame header that TensorFlow's JPEG header reader refuses on its own terms
-            told = "Invalid JPEG data" if name == "bomb.jpg" else reason.replace("empty", "not a PNG or JPEG image")
-            assert told in refused.value.message, name
-
-
 def test_serve_a_raw_model(raw_trained):
     """`serve` takes a raw model's captchas at the render size and at the stored size alike."""
     from beam_jobs.render import Renderer

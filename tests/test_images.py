@@ -1,5 +1,6 @@
-"""The one image policy (trainer/images.py): headers read without decoding, and the same cases through both
-front ends, `predict` (one line per refused file) and `serve` (a JSON 400 naming the instance)."""
+"""The one image policy (trainer/images.py): headers read without decoding, and the same cases through
+`predict` (one line per refused file), `serve` (a JSON 400 naming the instance) and the SavedModel's bytes
+signature (InvalidArgument, as TF Serving answers)."""
 import io
 import struct
 
@@ -127,3 +128,22 @@ def test_serve_applies_the_policy(tiny_model):
             assert r.status_code == 200 and len(r.json["predictions"]) == 1, name
         else:
             assert r.status_code == 400 and r.json["error"].startswith("instance 0: ") and reason in r.json["error"], name
+
+
+def test_bytes_signature_follows_the_shared_image_policy(tiny_model):
+    """What trainer.images accepts, the signature reads; what it refuses for its size or format, the signature
+    refuses too (so a TF Serving endpoint answers as `serve` and `predict` do)."""
+    import tensorflow as tf
+
+    from trainer import export
+
+    default = export.load(str(tiny_model))[0].signatures["serving_default"]
+    for name, data, reason in CASES:
+        if reason is None:
+            assert default(image_bytes=tf.constant([data]))["text"].shape == (1,), name
+        elif reason.startswith("image is") or reason in ("not a PNG or JPEG image", "empty"):
+            with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+                default(image_bytes=tf.constant([data]))
+            # bomb.jpg is a bare frame header that TensorFlow's JPEG header reader refuses on its own terms
+            told = "Invalid JPEG data" if name == "bomb.jpg" else reason.replace("empty", "not a PNG or JPEG image")
+            assert told in refused.value.message, name

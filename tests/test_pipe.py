@@ -21,7 +21,6 @@ from tfrecord.files import files_dataset, shard_files
 from tfrecord.framing import frame
 from tfrecord.manifest import read_manifest
 from tfrecord.pipe import pipe_dataset
-from reading import first_error, labels
 
 
 @pytest.fixture
@@ -93,7 +92,7 @@ def test_keras_fit_reads_one_fifo_per_epoch(tiny_dataset, container, agent):
     assert sorted(streamed) == ["train_0", "train_1", "train_2", "validation_0", "validation_1", "validation_2"]
 
 
-def test_same_records_as_the_file_reader(tiny_dataset, container, agent):
+def test_same_records_as_the_file_reader(tiny_dataset, container, agent, labels):
     manifest = read_manifest(str(tiny_dataset))
     container(test=dict())
     agent("test", shard_files(tiny_dataset / "test"))
@@ -107,7 +106,7 @@ def test_same_records_as_the_file_reader(tiny_dataset, container, agent):
     ("RecordIO", "Gzip", gzip.compress),
     ("None", "Gzip", lambda d: gzip.compress(gzip.compress(d))),  # a stream still compressed: the reader inflates
 ])
-def test_recordio_and_gzip_channels(tiny_dataset, tmp_path, container, agent, wrapper, compression, encode):
+def test_recordio_and_gzip_channels(tiny_dataset, tmp_path, container, agent, wrapper, compression, encode, labels):
     spec = read_manifest(str(tiny_dataset)).spec
     container(test=dict(RecordWrapperType=wrapper, CompressionType=compression))
     agent("test", [write(tmp_path / f"{i}.gz", encode(open(s, "rb").read()))
@@ -116,7 +115,8 @@ def test_recordio_and_gzip_channels(tiny_dataset, tmp_path, container, agent, wr
 
 
 @pytest.mark.parametrize("where, reason", [(2, "header (length) CRC mismatch"), (30, "payload CRC mismatch")])
-def test_corruption_names_channel_epoch_and_offset(tiny_dataset, tmp_path, container, agent, where, reason):
+def test_corruption_names_channel_epoch_and_offset(tiny_dataset, tmp_path, container, agent, where, reason,
+                                                   first_error):
     spec = read_manifest(str(tiny_dataset)).spec
     container(train=dict())
     data = bytearray(b"".join(open(s, "rb").read() for s in shard_files(tiny_dataset / "train")))
@@ -126,7 +126,7 @@ def test_corruption_names_channel_epoch_and_offset(tiny_dataset, tmp_path, conta
     assert first_error(pipe_dataset("train", spec, 8)) == f"channel train epoch 0: corrupt record at byte {second}: {reason}"
 
 
-def test_corrupt_gzip_names_channel_epoch_and_offset(tiny_dataset, tmp_path, container, agent):
+def test_corrupt_gzip_names_channel_epoch_and_offset(tiny_dataset, tmp_path, container, agent, first_error):
     spec = read_manifest(str(tiny_dataset)).spec
     container(train=dict(CompressionType="Gzip"))
     inner = bytearray(gzip.compress(b"".join(open(s, "rb").read() for s in shard_files(tiny_dataset / "train"))))
@@ -141,7 +141,8 @@ def test_corrupt_gzip_names_channel_epoch_and_offset(tiny_dataset, tmp_path, con
     (-10, "corrupt record at byte {} : stream ends inside a record"),
     (None, "the FIFO held 80 records, the dataset's 'train' split has 120"),
 ])
-def test_a_stream_cut_short_is_an_error_not_a_short_epoch(tiny_dataset, tmp_path, container, agent, cut, message):
+def test_a_stream_cut_short_is_an_error_not_a_short_epoch(tiny_dataset, tmp_path, container, agent, cut, message,
+                                                          first_error):
     manifest = read_manifest(str(tiny_dataset))
     container(train=dict())
     shards = shard_files(tiny_dataset / "train")
@@ -153,14 +154,14 @@ def test_a_stream_cut_short_is_an_error_not_a_short_epoch(tiny_dataset, tmp_path
     assert head in error and tail in error
 
 
-def test_sharded_pipe_channels_are_not_counted(tiny_dataset, container, agent):
+def test_sharded_pipe_channels_are_not_counted(tiny_dataset, container, agent, labels):
     manifest = read_manifest(str(tiny_dataset))
     container(train=dict(S3DistributionType="ShardedByS3Key"))
     agent("train", shard_files(tiny_dataset / "train")[:2])  # this host's share of the objects
     assert len(labels(channel("train", manifest.spec, 8, manifest=manifest))) == 80
 
 
-def test_repeat_continues_fifo_after_fifo(tiny_dataset, container, agent):
+def test_repeat_continues_fifo_after_fifo(tiny_dataset, container, agent, labels):
     manifest = read_manifest(str(tiny_dataset))
     container(train=dict())
     log = agent("train", shard_files(tiny_dataset / "train"))
@@ -189,7 +190,7 @@ def test_closing_the_stream_releases_the_agent(tiny_dataset, tmp_path, container
         time.sleep(0.05)
 
 
-def test_a_fifo_that_never_appears_or_never_gets_a_writer_times_out(tiny_dataset, container):
+def test_a_fifo_that_never_appears_or_never_gets_a_writer_times_out(tiny_dataset, container, first_error):
     spec = read_manifest(str(tiny_dataset)).spec
     container(train=dict())
     path = sagemaker.fifo_path("train", 0)
@@ -200,7 +201,7 @@ def test_a_fifo_that_never_appears_or_never_gets_a_writer_times_out(tiny_dataset
         f"channel train epoch 0: no data from FIFO {path} for 0.3 s at byte 0 (no writer opened it, or the writer stalled)")
 
 
-def test_a_stalled_writer_times_out(tiny_dataset, container):
+def test_a_stalled_writer_times_out(tiny_dataset, container, first_error):
     spec = read_manifest(str(tiny_dataset)).spec
     container(train=dict())
     path = sagemaker.fifo_path("train", 0)
@@ -221,7 +222,7 @@ def test_a_stalled_writer_times_out(tiny_dataset, container):
         release.set()
 
 
-def test_workers_on_a_fully_replicated_channel_keep_every_nth_record(tiny_dataset, container, agent):
+def test_workers_on_a_fully_replicated_channel_keep_every_nth_record(tiny_dataset, container, agent, labels):
     spec = read_manifest(str(tiny_dataset)).spec
     container(test=dict())
     agent("test", shard_files(tiny_dataset / "test"))
@@ -239,7 +240,7 @@ def test_wrong_mode_or_unknown_channel_fails_fast(tiny_dataset, container):
         pipe_dataset("validation", spec, 8)
 
 
-def test_channel_picks_the_input_mode(tiny_dataset, tmp_path, container, agent, monkeypatch):
+def test_channel_picks_the_input_mode(tiny_dataset, tmp_path, container, agent, monkeypatch, labels):
     manifest = read_manifest(str(tiny_dataset))
     share = tmp_path / "validation"  # this host's ShardedByS3Key share of a FastFile channel: 2 of 3 shards
     share.mkdir()

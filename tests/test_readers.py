@@ -11,7 +11,6 @@ from tfrecord.errors import ManifestError, UserError
 from tfrecord.files import files_dataset, shard_files
 from tfrecord.framing import frame, read_records
 from tfrecord.manifest import read_manifest
-from reading import first_error, labels
 
 
 
@@ -28,7 +27,7 @@ def copy(tiny_dataset, tmp_path):
     return root, read_manifest(str(root))
 
 
-def test_uint8_batches_match_the_manifest(tiny_dataset):
+def test_uint8_batches_match_the_manifest(tiny_dataset, labels):
     manifest = read_manifest(str(tiny_dataset))
     spec = manifest.spec
     ds = files_dataset(tiny_dataset / "train", spec, 16, manifest=manifest, split="train")
@@ -39,7 +38,7 @@ def test_uint8_batches_match_the_manifest(tiny_dataset):
     assert len(labels(ds)) == manifest.split("train").examples
 
 
-def test_order_shuffle_and_worker_sharding(tiny_dataset):
+def test_order_shuffle_and_worker_sharding(tiny_dataset, labels):
     spec = read_manifest(str(tiny_dataset)).spec
     train = tiny_dataset / "train"
     first = labels(files_dataset(train, spec, 8, deterministic=True))
@@ -52,7 +51,7 @@ def test_order_shuffle_and_worker_sharding(tiny_dataset):
     assert sorted(sum(parts, [])) == sorted(first) and all(parts)
 
 
-def test_repeat_is_one_endless_stream_pass_after_pass(tiny_dataset):
+def test_repeat_is_one_endless_stream_pass_after_pass(tiny_dataset, labels):
     spec = read_manifest(str(tiny_dataset)).spec
     one_pass = labels(files_dataset(tiny_dataset / "train", spec, 8, deterministic=True))
 
@@ -88,7 +87,7 @@ def test_raw_records_decode_per_batch_to_the_png_pixels(tiny_dataset, tmp_path):
         np.testing.assert_array_equal(y1.numpy(), y2.numpy())
 
 
-def test_only_the_manifest_shards_are_read(copy):
+def test_only_the_manifest_shards_are_read(copy, labels):
     root, manifest = copy
     spec = manifest.spec
     (root / "train" / "old-00000-of-00004.tfrecord").write_bytes((root / manifest.split("train").shards[0].path).read_bytes())
@@ -109,7 +108,7 @@ def test_only_the_manifest_shards_are_read(copy):
     (lambda r: r[:-1], "{path}: {short} records, dataset.json lists {n} (a short shard)"),
     (lambda r: r + r[:1], "{path}: more than the {n} records dataset.json lists for it"),
 ])
-def test_a_short_or_long_shard_is_an_error_naming_it(copy, change, message):
+def test_a_short_or_long_shard_is_an_error_naming_it(copy, change, message, first_error):
     root, manifest = copy
     shard = manifest.split("train").shards[1]
     path = root / shard.path
@@ -119,7 +118,7 @@ def test_a_short_or_long_shard_is_an_error_naming_it(copy, change, message):
 
 
 @pytest.mark.parametrize("where, reason", [(2, "header (length) CRC mismatch"), (30, "payload CRC mismatch")])
-def test_a_corrupt_shard_names_the_shard_and_offset(copy, where, reason):
+def test_a_corrupt_shard_names_the_shard_and_offset(copy, where, reason, first_error):
     root, manifest = copy
     path = root / manifest.split("validation").shards[2].path
     data = bytearray(path.read_bytes())
