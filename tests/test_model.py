@@ -40,7 +40,7 @@ def test_resizing_only_when_the_stored_size_is_not_the_working_size():
     net = model.build_model(png, scale=0.5)
     resized = keras.Model(net.inputs, net.get_layer("resize").output)
     image = Renderer(png).image("0907", 3)
-    ours = np.asarray(resized(np.asarray(image)[None, :, :, None]))[0, :, :, 0]
+    ours = np.asarray(resized([np.asarray(image)[None, :, :, None]]))[0, :, :, 0]
     stored = np.asarray(image.resize((60, 50), Image.BOX)) / 255
     assert np.abs(ours - stored).max() <= 1 / 255 + 1e-6
 
