@@ -5,7 +5,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -40,9 +39,9 @@ def pytest_collection_modifyitems(items):
 
 
 def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from launch.local import free_ports
+
+    return free_ports(1)[0]
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,6 @@
 """Fault injection, S3: an endpoint that is down (a closed loopback port). Every command that talks to S3
 says so in one line and exits 2 within seconds (bounded connect timeout and attempts), writing nothing."""
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,12 +12,9 @@ BOUND_S = 20  # seconds, interpreter start-up included
 
 
 @pytest.fixture
-def down():
+def down(free_port):
     """The URL of a loopback port nobody listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def run(argv, tmp_path, **env):
