@@ -2,7 +2,6 @@
 loopback ports, Pipe FIFOs per host, an unequal split of 3 shards; and the failures that must not hang:
 a host killed mid-epoch, SIGTERM to the launcher (the spot case, then a restart of all hosts), a
 feeder error."""
-import io
 import os
 import re
 import signal
@@ -110,7 +109,7 @@ def test_a_killed_host_fails_the_job(tiny_dataset, tmp_path):
     assert job.returncode == 128 + signal.SIGKILL, output
     assert time.monotonic() - killed < 45
     failure = (tmp_path / "jobs/kill/output/failure").read_text().splitlines()
-    assert failure[0] == f"algo-2: AlgorithmError: ExecuteUserScriptError: ExitCode -9 (SIGKILL)", failure
+    assert failure[0] == "algo-2: AlgorithmError: ExecuteUserScriptError: ExitCode -9 (SIGKILL)", failure
     assert any(line.startswith("algo-1: ") for line in failure), failure
     assert "error: training job kill failed: algo-2: AlgorithmError" in output
     assert not processes_using(root)

@@ -10,8 +10,6 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.timeout(120)  # a reader that blocks is a failure, not a hung suite
-
 from launch.pipe_agent import Progress, feed_pipe
 from tfrecord import sagemaker
 from tfrecord.batching import every_nth
@@ -21,6 +19,8 @@ from tfrecord.files import files_dataset, shard_files
 from tfrecord.framing import frame
 from tfrecord.manifest import read_manifest
 from tfrecord.pipe import pipe_dataset
+
+pytestmark = pytest.mark.timeout(120)  # a reader that blocks is a failure, not a hung suite
 
 
 @pytest.fixture
