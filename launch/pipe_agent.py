@@ -105,7 +105,8 @@ def feed_pipe(channel, objects, config, progress, stop, errors, *, host_index=0,
     """Epoch after epoch: create `<channel>_<epoch>` (in `data_dir`, default this process's container root),
     stream this host's objects into it, close it. An error is appended to `errors` and stops every feeder;
     `label` (default the channel) names the stream in progress lines and errors."""
-    label, where = label or channel, label or channel
+    label = label or channel
+    where = label  # what an error names: the stream, then the object being sent
     try:
         epoch = 0
         while not stop.is_set():
