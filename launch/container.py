@@ -7,8 +7,9 @@ import json
 import os
 import shutil
 
-from launch.pipe_agent import CHUNK, objects_for_host
+from launch.pipe_agent import objects_for_host
 from tfrecord import sagemaker, storage
+from tfrecord.streams import BLOCK_SIZE
 
 HOST = "algo-1"
 
@@ -36,7 +37,7 @@ def download_channel(channel, objects, prefix, config, host_index=0, host_count=
         path = os.path.join(target, *relative.split("/"))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with storage.open(uri) as src, open(path, "wb") as dst:
-            shutil.copyfileobj(src, dst, CHUNK)
+            shutil.copyfileobj(src, dst, BLOCK_SIZE)
 
 
 def write_contract(channels, hps, host=HOST, hosts=(HOST,)):

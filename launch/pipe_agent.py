@@ -3,22 +3,20 @@
 Per epoch the agent creates the FIFO, waits for the trainer to open it, streams the channel's objects
 into it (key order, or shuffled by the ShuffleConfig seed per epoch, split by host for ShardedByS3Key),
 raw-concatenated or one RecordIO record per object, gunzipped for `CompressionType: Gzip`, then closes it.
+It holds one block (1 MiB) of an object at a time, whatever the object inflates to. A reader that closes
+the FIFO early (training ended) ends that epoch's stream; the agent goes on to the next FIFO.
 Used by `launch local`, the tests and the benchmarks alike.
 """
-import contextlib
 import errno
-import fcntl
 import os
 import random
 import sys
 import threading
 import time
-import zlib
 
 from tfrecord import sagemaker, storage
-from tfrecord.recordio import recordio_encode
-
-CHUNK = 1 << 20
+from tfrecord.recordio import recordio_frame
+from tfrecord.streams import BLOCK_SIZE, Inflater, widen_pipe
 
 
 def objects_for_host(objects, config, epoch, host_index=0, host_count=1):
@@ -62,42 +60,75 @@ def _open_fifo_for_writing(path, stop):
             time.sleep(sagemaker.fifo_poll_interval(time.monotonic() - start))
             continue
         os.set_blocking(fd, True)
-        with contextlib.suppress(OSError, AttributeError):  # fewer wake-ups than the 64 KiB default
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
+        widen_pipe(fd)  # fewer wake-ups than the 64 KiB default
         return fd
     return None
 
 
-def _object_payloads(uri, config):
-    """The bytes SageMaker puts in the pipe for one object: gunzipped if Gzip, one RecordIO record if wrapped."""
-    gunzip = zlib.decompressobj(wbits=47) if config["CompressionType"] == "Gzip" else None
+def _object_bytes(uri):
+    """The object's bytes, a block at a time."""
     with storage.open(uri) as f:
-        chunks = iter(lambda: f.read(CHUNK), b"")
-        if config["RecordWrapperType"] == "RecordIO":
-            data = b"".join(chunks)
-            yield len(data), recordio_encode(gunzip.decompress(data) + gunzip.flush() if gunzip else data)
-            return
-        for chunk in chunks:
-            yield len(chunk), gunzip.decompress(chunk) if gunzip else chunk
-        if gunzip:
-            yield 0, gunzip.flush()
+        while chunk := f.read(BLOCK_SIZE):
+            yield chunk
 
 
-def _send_object(pipe, uri, config):
-    """Stream one object into the pipe; yield the object's bytes sent after each piece.
+def _pieces(uri, config):
+    """(object bytes read, bytes for the pipe) a block at a time: gunzipped for Gzip, each piece at most a
+    block however much the object inflates."""
+    if config["CompressionType"] != "Gzip":
+        for chunk in _object_bytes(uri):
+            yield len(chunk), chunk
+        return
+    inflater = Inflater()
+    for chunk in _object_bytes(uri):
+        read = len(chunk)
+        for piece in inflater.feed(chunk):
+            yield read, piece
+            read = 0
+        if read:
+            yield read, b""
+    inflater.finish()
+
+
+def _write(fd, data):
+    """All of `data` into the pipe, unbuffered: nothing is left to flush when the reader has gone."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _send_object(fd, uri, size, config):
+    """Stream one object into the pipe, as SageMaker puts it there: its bytes (gunzipped if Gzip), or one
+    RecordIO record of them; yield the object's bytes read so far after each piece. Holds a block at a time:
+    a RecordIO record of a Gzip object is counted in one pass and streamed in a second.
 
     On Linux a local object sent as is goes file -> pipe inside the kernel (splice), never copied through Python.
     """
     plain = config["CompressionType"] == "None" and config["RecordWrapperType"] == "None"
-    if not (plain and hasattr(os, "splice") and not storage.is_s3(uri)):
-        for size, payload in _object_payloads(uri, config):
-            pipe.write(payload)
-            yield size
+    if plain and hasattr(os, "splice") and not storage.is_s3(uri):
+        with storage.open(uri) as f:
+            while sent := os.splice(f.fileno(), fd, BLOCK_SIZE):
+                yield sent
         return
-    pipe.flush()
-    with storage.open(uri) as f:
-        while sent := os.splice(f.fileno(), pipe.fileno(), CHUNK):
-            yield sent
+    if config["RecordWrapperType"] != "RecordIO":
+        for read, piece in _pieces(uri, config):
+            _write(fd, piece)
+            yield read
+        return
+    length = size if config["CompressionType"] == "None" else sum(len(p) for _, p in _pieces(uri, config))
+    read = 0
+
+    def payload():
+        nonlocal read
+        for n, piece in _pieces(uri, config):
+            read += n
+            yield piece
+
+    for out in recordio_frame(length, payload()):
+        _write(fd, out)
+        if read:
+            yield read
+            read = 0
 
 
 def feed_pipe(channel, objects, config, progress, stop, errors, *, host_index=0, host_count=1, data_dir=None,
@@ -117,15 +148,16 @@ def feed_pipe(channel, objects, config, progress, stop, errors, *, host_index=0,
                 return
             batch = objects_for_host(objects, config, epoch, host_index, host_count)
             total, done, note = sum(size for _, size in batch), 0, ""
-            with os.fdopen(fd, "wb") as pipe:
-                try:
-                    for uri, _ in batch:
-                        where = f"{label}_{epoch}: {uri}"
-                        for size in _send_object(pipe, uri, config):
-                            done += size
-                            progress.update(f"{label}_{epoch}", done, total)
-                except BrokenPipeError:  # the reader stopped early (e.g. training ended): this epoch's stream ends here
-                    note = ", closed by the reader"
+            try:
+                for uri, size in batch:
+                    where = f"{label}_{epoch}: {uri}"
+                    for read in _send_object(fd, uri, size, config):
+                        done += read
+                        progress.update(f"{label}_{epoch}", done, total)
+            except BrokenPipeError:  # the reader stopped early (e.g. training ended): this epoch's stream ends here
+                note = ", closed by the reader"
+            finally:
+                os.close(fd)
             progress.update(f"{label}_{epoch}", done, total, final=True, note=note)
             epoch += 1
     except Exception as e:  # the job fails at once with this reason (launch local watches `errors`)

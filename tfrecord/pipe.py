@@ -11,7 +11,6 @@ repeat=False: every new iteration of the dataset (each Keras epoch) reads the ne
 repeat=True: one endless stream, FIFO after FIFO, each read to its end; the FIFO being read is closed
 when the iterator is closed or destroyed, so the agent is never left blocked on a full pipe.
 """
-import fcntl
 import itertools
 import os
 import select
@@ -20,11 +19,9 @@ import zlib
 
 from tfrecord import batching, sagemaker
 from tfrecord.errors import CorruptRecordError, ManifestError, UserError
-from tfrecord.framing import BLOCK_SIZE, RecordSplitter
+from tfrecord.framing import RecordSplitter
 from tfrecord.recordio import RecordIOUnwrapper
-
-_GZIP_MAGIC = b"\x1f\x8b"
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+from tfrecord.streams import BLOCK_SIZE, GZIP_MAGIC, Inflater, widen_pipe
 
 
 def channel_config(channel):
@@ -75,16 +72,13 @@ def read_fifo(channel, epoch, config, *, records=None, timeout=300):
     gunzip = _Gunzip(source) if config.get("CompressionType") == "Gzip" else None
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a blocking open would wait for a writer without bound
     try:
-        _widen(fd)
+        widen_pipe(fd)
         for chunk in _chunks(fd, path, source, timeout):
-            if gunzip:
-                chunk = gunzip.feed(chunk)
-            if unwrap:
-                chunk = unwrap.feed(chunk)
-            block = splitter.feed(chunk)
-            count += len(block)
-            if block:
-                yield block
+            for piece in gunzip.feed(chunk) if gunzip else [chunk]:  # a block at most, however much it inflates
+                block = splitter.feed(unwrap.feed(piece) if unwrap else piece)
+                count += len(block)
+                if block:
+                    yield block
         if gunzip:
             gunzip.finish()
         if unwrap:
@@ -97,44 +91,33 @@ def read_fifo(channel, epoch, config, *, records=None, timeout=300):
                             "(a stream cut short, or objects of another dataset)")
 
 
-def _widen(fd, size=BLOCK_SIZE):
-    """Ask Linux for a 1 MiB pipe buffer (default 64 KiB): fewer, larger reads. Best effort."""
-    try:
-        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
-    except OSError:
-        pass
-
-
 class _Gunzip:
-    """SageMaker inflates Gzip channels; a still-compressed stream (gzip members, one per object) is inflated here."""
+    """SageMaker inflates Gzip channels; a still-compressed stream (gzip members, one per object) is inflated
+    here, a block at a time, however much it inflates."""
 
     def __init__(self, source):
-        self.source, self.offset, self._d, self._head, self._partial = source, 0, None, b"", False
+        self.source, self.offset, self._inflater, self._head = source, 0, None, b""
 
     def feed(self, chunk):
-        if self._d is None:  # undecided until the first two bytes: inflate only a stream that starts as gzip
+        """Yield the inflated pieces of `chunk` (each at most BLOCK_SIZE), or `chunk` itself for a plain stream."""
+        if self._inflater is None:  # undecided until the first two bytes: inflate only a stream that starts as gzip
             self._head += chunk
-            if len(self._head) < len(_GZIP_MAGIC):
-                return b""
+            if len(self._head) < len(GZIP_MAGIC):
+                return
             chunk, self._head = self._head, b""
-            self._d = zlib.decompressobj(wbits=47) if chunk.startswith(_GZIP_MAGIC) else False
-        if self._d is False:
-            return chunk
-        start, self.offset, out = self.offset, self.offset + len(chunk), []
+            self._inflater = Inflater() if chunk.startswith(GZIP_MAGIC) else False
+        if self._inflater is False:
+            yield chunk
+            return
+        start, self.offset = self.offset, self.offset + len(chunk)
         try:
-            while chunk:
-                out.append(self._d.decompress(chunk))
-                self._partial = not self._d.eof
-                chunk = self._d.unused_data if self._d.eof else b""
-                if self._d.eof:
-                    self._d = zlib.decompressobj(wbits=47)
+            yield from self._inflater.feed(chunk)
         except zlib.error as e:
             raise CorruptRecordError(self.source, start, f"bad gzip data in the {self.offset - start} bytes "
                                                          f"from there ({e})") from None
-        return b"".join(out)
 
     def finish(self):
-        if self._head or self._partial:
+        if self._head or self._inflater and self._inflater.inside:
             raise CorruptRecordError(self.source, self.offset, "stream ends inside a gzip member")
 
 
