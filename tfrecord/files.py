@@ -10,8 +10,9 @@ import os
 
 from tfrecord import batching
 from tfrecord.errors import ManifestError, UserError
-from tfrecord.framing import BLOCK_SIZE, RecordSplitter
+from tfrecord.framing import RecordSplitter
 from tfrecord.manifest import MANIFEST_NAME
+from tfrecord.streams import BLOCK_SIZE
 
 CYCLE = 16  # shards read round-robin, a block at a time, when shuffling
 

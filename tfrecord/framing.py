@@ -8,10 +8,10 @@ import struct
 import google_crc32c
 
 from tfrecord.errors import CorruptRecordError
+from tfrecord.streams import BLOCK_SIZE
 
 _HEADER = struct.Struct("<QI")
 _FOOTER = struct.Struct("<I")
-BLOCK_SIZE = 1 << 20  # bytes per read; also the pipe buffer the Pipe reader asks Linux for
 
 
 def masked_crc32c(data):

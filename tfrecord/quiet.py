@@ -6,15 +6,15 @@ a missing BigQuery client before any code of ours runs in them. Both reach file 
 so `stderr_without` filters there, line by line, while the noisy step runs.
 """
 import contextlib
-import fcntl
 import os
 import re
 import sys
 import threading
 
+from tfrecord.streams import widen_pipe
+
 ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 ABSL_LINE = re.compile(r"([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ :]+:\d+\] ")
-PIPE_BYTES = 1 << 20
 BEAM_WORKER_START_UP = (
     "WARNING:root:apitools not found, and bigquery client libraries are not available",  # import apache_beam
     "INFO:__main__:Logging handler created.",  # sdk_worker_main, before it applies the worker log level
@@ -52,8 +52,7 @@ def stderr_without(drop):
         yield sys.stderr
         return
     read, write = os.pipe()
-    with contextlib.suppress(OSError, AttributeError):  # room for a burst written while the pump waits for the GIL
-        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    widen_pipe(write)  # room for a burst written while the pump waits for the GIL
     os.dup2(write, 2)
     os.close(write)
     pump = threading.Thread(target=_pump, args=(read, os.dup(real), drop), daemon=True)
