@@ -1,7 +1,8 @@
 """`launch deploy|invoke|delete`: a SageMaker endpoint on the TensorFlow Serving image from a job's model.
 
 `deploy JOB` creates the model (TF Serving image + the job's model.tar.gz), the endpoint config and
-the endpoint; `invoke ENDPOINT IMAGE...` sends the images as TF Serving REST JSON (b64) and prints
+the endpoint; `invoke ENDPOINT IMAGE...` reads each image as `trainer.images.read_file` does (a regular file
+within the image size limit, a PNG or JPEG by its header), sends them as TF Serving REST JSON (b64) and prints
 text and confidence (`--url` sends them to a local `captcha-pipeline serve` instead); `delete ENDPOINT`
 removes all three.
 """
@@ -13,6 +14,7 @@ import os
 from launch import sagemaker_job
 from tfrecord import storage
 from tfrecord.errors import UserError, exits_on_user_error
+from trainer import images
 
 
 def _parser(action, description):
@@ -70,12 +72,13 @@ def _deploy(args, sm):
 
 def _invoke(args):
     bodies = []
-    for path in args.images:
+    for path in args.images:  # all read and checked before anything is sent
         try:
-            with open(path, "rb") as f:
-                bodies.append({"b64": base64.b64encode(f.read()).decode()})
-        except OSError as e:
-            raise UserError(f"{path}: {e.strerror}") from None
+            data = images.read_file(path)
+            images.header(data)
+        except images.Refused as e:
+            raise UserError(f"{path}: {e}") from None
+        bodies.append({"b64": base64.b64encode(data).decode()})
     payload = json.dumps({"instances": bodies})
     if args.url:
         import requests

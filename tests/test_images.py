@@ -72,8 +72,8 @@ CASES = [
     ("headless.png", GOOD_PNG[:20], "truncated or malformed PNG"),
     ("no-idat.png", GOOD_PNG[:33], "truncated PNG (no image data)"),
     ("no-frame.jpg", GOOD_JPEG[:4], "truncated"),
-    ("cut.png", GOOD_PNG[:len(GOOD_PNG) - 20], "could not decode"),
-    ("cut.jpg", GOOD_JPEG[:len(GOOD_JPEG) // 2], "could not decode"),
+    ("cut.png", GOOD_PNG[:len(GOOD_PNG) - 20], "truncated PNG"),
+    ("cut.jpg", GOOD_JPEG[:len(GOOD_JPEG) // 2], "truncated JPEG"),
     ("huge.png", padded_png(images.MAX_IMAGE_BYTES + 1), f"larger than {images.MAX_IMAGE_BYTES} bytes"),
 ]
 HEADER_REFUSALS = [(name, data, reason) for name, data, reason in CASES if reason and "decode" not in reason]

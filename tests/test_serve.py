@@ -63,13 +63,13 @@ def test_unknown_route(server):
 
 
 def test_our_own_faults_are_json_500s(tiny_model, png, monkeypatch):
-    from trainer import predict, serve
+    from trainer import export, serve
 
     def broken(*_):
         raise RuntimeError("a bug")
 
     client = serve.create_app(str(tiny_model)).test_client()
-    monkeypatch.setattr(predict, "predict_each", broken)
+    monkeypatch.setattr(export, "predict_each", broken)
     r = client.post("/invocations", data=png, content_type="image/png")
     assert r.status_code == 500 and r.json == {"error": "internal error: RuntimeError"}
 

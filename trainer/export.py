@@ -3,14 +3,20 @@
 Signatures (both return `text` string[B], `probabilities` float32[B, length, classes], `confidence` float32[B]):
   serving_default  image_bytes: string[B]  PNG or JPEG (TF Serving REST {"instances": [{"b64": ...}]}) at the
                    RENDER size (box-downscaled here as the producer does) or at the STORED size (used as is);
-                   any other size, or another format, fails with InvalidArgument before any pixel is decoded
+                   a PNG with transparency composited onto white. Any other size or format, a CMYK JPEG, a
+                   JPEG with too many scans or no end marker, a file over `trainer.images.MAX_IMAGE_BYTES`
+                   fails with InvalidArgument naming `trainer.images`' reason before any pixel is decoded.
+                   Not checkable in-graph: the bound on a PNG's inflated data (TF Serving's libpng inflates
+                   it all); `predict` and `serve` apply `trainer.images.refusal` before calling it
   serving_pixels   pixels: uint8[B, H, W, C] at the stored size (`spec.input_shape`)
 The spec, with both sizes, travels as `1/assets.extra/captcha_spec.json`.
 """
 import json
 import os
+import re
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfrecord import storage
@@ -20,11 +26,19 @@ from trainer import images
 
 VERSION = "1"
 SPEC_ASSET = os.path.join("assets.extra", "captcha_spec.json")
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _occurrences(data, marker):
+    """How often the byte string `marker` occurs in the scalar string `data`."""
+    return tf.size(tf.strings.split(data, sep=tf.constant(marker))) - 1
 
 
 def _header_size(data):
-    """(height, width) from a PNG's IHDR or a JPEG's frame header, without decoding any pixels."""
+    """(is_png, height, width) from a PNG's IHDR or a JPEG's frame header, without decoding any pixels, after the
+    checks of `trainer.images` that need no decoding: length, format, a JPEG's colour components."""
+    too_long = tf.debugging.Assert(tf.strings.length(data) <= images.MAX_IMAGE_BYTES, [images.TOO_LARGE])
+    is_png = tf.strings.substr(data, 0, 8) == images.PNG_SIGNATURE
+
     def png():
         with tf.control_dependencies([tf.debugging.assert_greater_equal(
                 tf.strings.length(data), 24, "truncated PNG (no IHDR header)")]):
@@ -34,9 +48,36 @@ def _header_size(data):
     def jpeg():
         with tf.control_dependencies([tf.debugging.Assert(tf.io.is_jpeg(data), ["not a PNG or JPEG image"])]):
             shape = tf.io.extract_jpeg_shape(data)
-        return shape[0], shape[1]
+        components = shape[2]
+        with tf.control_dependencies([tf.debugging.Assert((components == 1) | (components == 3), [
+                tf.strings.format(images.JPEG_COMPONENTS, components)])]):
+            return tf.identity(shape[0]), tf.identity(shape[1])
 
-    return tf.cond(tf.strings.substr(data, 0, 8) == PNG_SIGNATURE, png, jpeg)
+    with tf.control_dependencies([too_long]):
+        return (is_png, *tf.cond(is_png, png, jpeg))
+
+
+def _jpeg_checks(data):
+    """`trainer.images`' JPEG rules that need no decoding, as assertions: the scan count and an end marker
+    (here: one somewhere in the file; `trainer.images` also checks that it ends the last scan)."""
+    return [tf.debugging.Assert(_occurrences(data, images.JPEG_SCAN) <= images.MAX_JPEG_SCANS, [images.TOO_MANY_SCANS]),
+            tf.debugging.Assert(_occurrences(data, images.JPEG_END) > 0, [images.JPEG_TRUNCATED])]
+
+
+def png_on_white(data, channels):
+    """A PNG's pixels, uint8 [H, W, channels], composited onto white by its alpha (an alpha channel or a tRNS
+    colour key): `round(colour * a + 255 * (1 - a))` with a in [0, 1], exact in integers; an opaque PNG's pixels
+    are those of `tf.io.decode_png(data, channels)` unchanged. A captcha saved with a transparent background
+    reads as it looks on a page, ink on white, not on the black its transparent pixels often hold."""
+    colour = tf.io.decode_png(data, channels=channels)
+
+    def composite():
+        alpha = tf.cast(tf.io.decode_png(data, channels=4)[..., 3:], tf.int32)
+        return tf.cast((tf.cast(colour, tf.int32) * alpha + 255 * (255 - alpha) + 127) // 255, tf.uint8)
+
+    colour_type = tf.io.decode_raw(tf.strings.substr(data, 25, 1), tf.uint8)[0]
+    has_alpha = (colour_type == 4) | (colour_type == 6) | (_occurrences(data, b"tRNS") > 0)
+    return tf.cond(has_alpha, composite, lambda: colour)
 
 
 def box_downscale(image, size):
@@ -49,23 +90,54 @@ def box_downscale(image, size):
 
 
 def decode_images(image_bytes, spec: CaptchaSpec):
-    """PNG/JPEG bytes [B] -> uint8 pixels [B, *spec.input_shape], by the size policy (see the module doc)."""
+    """PNG/JPEG bytes [B] -> uint8 pixels [B, *spec.input_shape], by the image policy (see the module doc): a PNG
+    with transparency composited onto white (`png_on_white`); an image outside the policy fails with
+    InvalidArgument carrying `trainer.images`' reason, before any pixel is decoded where it can be known."""
     stored, render = spec.input_shape[:2], (spec.height, spec.width)
     sizes = " or ".join(f"{w}x{h}" for w, h in images.accepted_sizes(spec))  # as predict and serve word it
 
     def decode(data):
-        height, width = _header_size(data)
+        is_png, height, width = _header_size(data)
         is_stored = (height == stored[0]) & (width == stored[1])
         is_render = (height == render[0]) & (width == render[1])
         size_ok = tf.debugging.Assert(is_stored | is_render, [
             tf.strings.format("image is {}x{}, the model reads ", (width, height)) + sizes])
+
+        def jpeg():
+            with tf.control_dependencies(_jpeg_checks(data)):
+                return tf.io.decode_jpeg(data, channels=spec.channels)
+
         with tf.control_dependencies([size_ok]):  # nothing is decoded before the size is known to be right
-            image = tf.io.decode_image(data, channels=spec.channels, expand_animations=False)
+            image = tf.cond(is_png, lambda: png_on_white(data, spec.channels), jpeg)
         if stored != render:
             image = tf.cond(is_stored, lambda: image, lambda: box_downscale(image, stored))
         return tf.ensure_shape(image, spec.input_shape)
 
     return tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec(spec.input_shape, tf.uint8))
+
+
+def predict_each(signature, image_bytes):
+    """Run the bytes signature on images the policy accepted: per image, (text, confidence, probabilities) or
+    the reason it could not be decoded. One call for a clean batch; a batch that fails is retried image by
+    image to find the culprits."""
+    try:
+        out = signature(image_bytes=tf.constant(image_bytes))
+    except tf.errors.InvalidArgumentError as e:
+        if len(image_bytes) == 1:
+            return ["could not decode: " + re.sub(r"\{\{.*?\}\}\s*", "", e.message).splitlines()[0]]
+        return [result for one in image_bytes for result in predict_each(signature, [one])]
+    return _results(out)
+
+
+def predict_pixels(signature, pixels):
+    """Run the pixels signature on uint8 arrays [H, W, C] at the stored size: per image, (text, confidence,
+    probabilities)."""
+    return _results(signature(pixels=tf.constant(np.stack(pixels), tf.uint8)))
+
+
+def _results(out):
+    return list(zip([t.decode() for t in out["text"].numpy()], out["confidence"].numpy().tolist(),
+                    out["probabilities"].numpy().tolist()))
 
 
 def export(model, spec: CaptchaSpec, model_dir):

@@ -1,17 +1,42 @@
-"""The one policy for the images a model reads, checked from the file header before anything is decoded.
+"""The one policy for the images a model reads, checked before TensorFlow decodes anything.
 
 Accepted: PNG (any bit depth and colour type, one still image) and 8-bit baseline or progressive JPEG
 (grayscale or colour), at the model's render size (`spec.width` x `spec.height`, downscaled inside the
-model) or at its stored size (`spec.store_size`). Everything else is refused with a reason, so a 388 KB
-PNG that claims 20000x20000 pixels costs nothing. `predict` and `serve` apply it; the SavedModel's bytes
-signature enforces the same sizes. Pure Python: no TensorFlow, no PIL.
+model) or at its stored size (`spec.store_size`), at most `MAX_IMAGE_BYTES` long. Everything else is refused
+with a one-line reason, in this order and at this cost:
+  1. size and header: the file's length, the PNG IHDR or JPEG frame header (so a 388 KB PNG that claims
+     20000x20000 pixels costs nothing);
+  2. the work decoding would take, bounded by what the header declares: a PNG's image data is inflated here,
+     at most one byte past what its rows need (`png_image_data_bytes`), so data that inflates to gigabytes
+     behind a 120x100 header costs a 120x100 image's work; a JPEG may have at most `MAX_JPEG_SCANS` scans
+     (each progressive scan passes over the whole image) and must end with its end-of-image marker.
+Pixels are decoded, and transparency composited onto white, by the SavedModel's bytes signature
+(`trainer.export.decode_images`), which `predict` and `serve` call and TF Serving calls after
+`launch deploy`; it checks in-graph what it can of this policy (sizes, formats, JPEG colour components).
+`read_file` is the one way a named image file is read. Pure Python: no TensorFlow, no PIL.
 """
+import errno
+import os
+import re
+import stat
 import struct
+import zlib
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 MAX_IMAGE_BYTES = 4 << 20  # no PNG or JPEG of a captcha's size comes near it
+MAX_JPEG_SCANS = 64  # start-of-scan markers; libjpeg writes 6 (grayscale) or 10 (colour) scans for a progressive JPEG
+MAX_PARTS = 4096  # PNG chunks or JPEG marker segments; a captcha has a few dozen
+JPEG_SCAN = b"\xff\xda"  # start of scan; counted in the file's bytes here and in the bytes signature alike
+JPEG_END = b"\xff\xd9"  # end of image
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel, by colour type
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))  # x0, y0, dx, dy
 PNG_BIT_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # by colour type
+JPEG_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # after entropy-coded data (FF 00 is a stuffed FF)
+JPEG_COMPONENTS = "JPEG with {} colour components (CMYK?): send grayscale or RGB"  # also tf.strings.format's
+TOO_MANY_SCANS = f"JPEG with more than {MAX_JPEG_SCANS} scans: send a baseline or ordinary progressive JPEG"
+JPEG_TRUNCATED = "truncated JPEG (no end-of-image marker)"  # wherever it was cut
+TOO_LARGE = f"larger than {MAX_IMAGE_BYTES} bytes: not a captcha image"
 JPEG_FRAMES = {0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive"}  # the ones we decode
 JPEG_OTHER_FRAMES = {0xC3: "lossless", 0xC5: "hierarchical", 0xC6: "hierarchical", 0xC7: "hierarchical",
                      0xC9: "arithmetic-coded", 0xCA: "arithmetic-coded", 0xCB: "arithmetic-coded",
@@ -22,23 +47,76 @@ class Refused(ValueError):
     """An image the model does not read; the message says why."""
 
 
-def _png_size(data):
-    """(width, height) from IHDR, after checking the chunks up to the first IDAT."""
+def _png_header(data):
+    """(width, height, bit depth, colour type, interlace) from IHDR."""
     if len(data) < 33 or data[12:16] != b"IHDR" or data[8:12] != b"\x00\x00\x00\x0d":
         raise Refused("truncated or malformed PNG (no IHDR header)")
     width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", data[16:29])
     if not (width and height) or depth not in PNG_BIT_DEPTHS.get(colour, ()) or compression or filtering or interlace > 1:
         raise Refused("malformed PNG header")
-    offset = 33
+    return width, height, depth, colour, interlace
+
+
+def _png_chunks(data):
+    """(kind, body) of each chunk after IHDR, up to IEND; Refused if one is cut short or there is no IEND."""
+    offset, image_data, parts = 33, False, 0
     while True:
         if offset + 8 > len(data):
-            raise Refused("truncated PNG (no image data)")
+            raise Refused("truncated PNG (no IEND chunk)" if image_data else "truncated PNG (no image data)")
         length, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        image_data |= kind == b"IDAT"
+        parts += 1
+        if parts > MAX_PARTS:
+            raise Refused(f"PNG with more than {MAX_PARTS} chunks: not a captcha image")
+        if offset + 12 + length > len(data):
+            raise Refused(f"truncated PNG ({kind.decode('latin-1')!r} chunk cut short)")
+        if kind == b"IEND":
+            return
+        yield kind, data[offset + 8:offset + 8 + length]
+        offset += 12 + length
+
+
+def _png_size(data):
+    """(width, height) from IHDR, after checking the chunks up to the first IDAT."""
+    width, height, *_ = _png_header(data)
+    for kind, _ in _png_chunks(data):
         if kind == b"IDAT":
             return width, height
         if kind == b"acTL":
             raise Refused("animated PNG: send one still image")
-        offset += 12 + length
+    raise Refused("truncated PNG (no image data)")
+
+
+def png_image_data_bytes(width, height, depth, colour, interlace):
+    """The bytes a PNG's image data inflates to: per row one filter byte and its packed samples, for each of
+    Adam7's seven passes if interlaced (PNG specification, sections 7.2 and 8.2)."""
+    bits = depth * PNG_CHANNELS[colour]
+    passes = ADAM7 if interlace else ((0, 0, 1, 1),)
+    total = 0
+    for x0, y0, dx, dy in passes:
+        columns, rows = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if columns and rows:
+            total += rows * (1 + (columns * bits + 7) // 8)
+    return total
+
+
+def _png_data_problem(data):
+    """None if the PNG's image data inflates to exactly what its header's rows need, else why not. The zlib
+    stream is inflated at most one byte past that, so the work is bounded by the header, not by the data."""
+    width, height, *layout = _png_header(data)
+    needed = png_image_data_bytes(width, height, *layout)
+    inflater = zlib.decompressobj()
+    try:
+        rows = inflater.decompress(b"".join(body for kind, body in _png_chunks(data) if kind == b"IDAT"), needed + 1)
+        if len(rows) == needed and not inflater.eof:  # what is left may only end the stream
+            rows += inflater.decompress(inflater.unconsumed_tail, 1)
+    except zlib.error as e:
+        return f"corrupt PNG image data ({e})"
+    if len(rows) > needed:
+        return f"PNG image data inflates past the {needed} bytes its {width}x{height} header needs"
+    if len(rows) < needed or not inflater.eof:
+        return "truncated PNG image data"
+    return None
 
 
 def _jpeg_size(data):
@@ -67,11 +145,68 @@ def _jpeg_size(data):
             if precision != 8:
                 raise Refused(f"{precision}-bit JPEG: send an 8-bit JPEG")
             if components not in (1, 3):
-                raise Refused(f"JPEG with {components} colour components (CMYK?): send grayscale or RGB")
+                raise Refused(JPEG_COMPONENTS.format(components))
             if not (width and height):
                 raise Refused("malformed JPEG frame header")
             return width, height
         offset += 1 + length
+
+
+def _jpeg_data_problem(data):
+    """None if the JPEG has at most `MAX_JPEG_SCANS` start-of-scan markers and whole segments and scans up to
+    its end-of-image marker; else why not. Walks the marker segments, at most `MAX_PARTS`, and skips each scan's
+    entropy-coded data (ITU T.81, B.1)."""
+    if data.count(JPEG_SCAN) > MAX_JPEG_SCANS:  # each scan is a pass over the whole image
+        return TOO_MANY_SCANS
+    offset = 2
+    for _ in range(MAX_PARTS):
+        marker = JPEG_NEXT_MARKER.match(data, offset)
+        if marker is None:
+            return JPEG_TRUNCATED if offset >= len(data) - 1 else "malformed JPEG (bytes between segments)"
+        kind, offset = data[marker.end() - 1], marker.end()
+        if kind == 0xD9:  # end of image
+            return None
+        if kind == 0x01:  # TEM: no segment
+            continue
+        if offset + 2 > len(data):
+            return JPEG_TRUNCATED
+        length = struct.unpack(">H", data[offset:offset + 2])[0]
+        if length < 2 or offset + length > len(data):
+            return JPEG_TRUNCATED if length >= 2 else "malformed JPEG (segment length)"
+        offset += length
+        if kind == 0xDA:  # start of scan: its entropy-coded data runs to the next marker that is not a restart
+            after = JPEG_NEXT_MARKER.search(data, offset)
+            if after is None:
+                return JPEG_TRUNCATED
+            offset = after.start()
+    return f"JPEG with more than {MAX_PARTS} marker segments: not a captcha image"
+
+
+def _regular_file(status):
+    """Refused unless `status` (an os.stat result) is a regular file's of at most MAX_IMAGE_BYTES."""
+    if stat.S_ISDIR(status.st_mode):
+        raise Refused(os.strerror(errno.EISDIR))
+    if not stat.S_ISREG(status.st_mode):
+        raise Refused("not a regular file")
+    if status.st_size > MAX_IMAGE_BYTES:
+        raise Refused(TOO_LARGE)
+
+
+def read_file(path):
+    """The bytes of the image file at `path`, which must be a regular file of at most `MAX_IMAGE_BYTES`: checked
+    before it is opened (a FIFO, a device such as /dev/zero or a folder is never read) and again once open, and
+    never more than the cap + 1 bytes read. Raises Refused with the reason (the OS's, for a file it cannot open)."""
+    try:
+        _regular_file(os.stat(path))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)  # replaced by a FIFO since: still no block
+        with open(fd, "rb") as f:
+            _regular_file(os.fstat(fd))
+            data = f.read(MAX_IMAGE_BYTES + 1)
+    except OSError as e:
+        raise Refused(e.strerror or str(e)) from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise Refused(TOO_LARGE)
+    return data
 
 
 def header(data):
@@ -91,14 +226,18 @@ def accepted_sizes(spec):
 
 
 def refusal(data, spec):
-    """None if the model reads these image bytes, else the reason it does not (one line)."""
+    """None if the model reads these image bytes, else the reason it does not (one line). Costs at most the
+    work of one image of an accepted size (see the module doc), whatever the bytes claim."""
     if len(data) > MAX_IMAGE_BYTES:
-        return f"larger than {MAX_IMAGE_BYTES} bytes: not a captcha image"
+        return TOO_LARGE
     try:
-        _, width, height = header(data)
+        kind, width, height = header(data)
     except Refused as e:
         return str(e)
     sizes = accepted_sizes(spec)
     if (width, height) not in sizes:
         return f"image is {width}x{height}, the model reads {' or '.join(f'{w}x{h}' for w, h in sizes)}"
-    return None
+    try:
+        return _png_data_problem(data) if kind == "png" else _jpeg_data_problem(data)
+    except Refused as e:
+        return str(e)

@@ -7,11 +7,7 @@ gets its own `error:` line and the rest are still predicted; the exit status is 
 import argparse
 import collections
 import os
-import re
-import stat
 import sys
-
-import tensorflow as tf
 
 from tfrecord import sagemaker
 from tfrecord.errors import UserError, exits_on_user_error
@@ -49,28 +45,11 @@ def image_files(paths):
 def read_image(path, spec):
     """(bytes, None) for a file the model reads, else (None, why not); never blocks or reads without bound."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO named x.png must not block
-        with open(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None, "not a regular file"
-            data = f.read(images.MAX_IMAGE_BYTES + 1)
-    except OSError as e:
-        return None, e.strerror
+        data = images.read_file(path)
+    except images.Refused as e:
+        return None, str(e)
     problem = images.refusal(data, spec)
     return (None, problem) if problem else (data, None)
-
-
-def predict_each(signature, image_bytes):
-    """Run the bytes signature: per image, (text, confidence, probabilities) or the reason it could not be
-    decoded. One call for a clean batch; a batch that fails is retried image by image to find the culprits."""
-    try:
-        out = signature(image_bytes=tf.constant(image_bytes))
-    except tf.errors.InvalidArgumentError as e:
-        if len(image_bytes) == 1:
-            return ["could not decode: " + re.sub(r"\{\{.*?\}\}\s*", "", e.message).splitlines()[0]]
-        return [result for one in image_bytes for result in predict_each(signature, [one])]
-    return list(zip([t.decode() for t in out["text"].numpy()], out["confidence"].numpy().tolist(),
-                    out["probabilities"].numpy().tolist()))
 
 
 def seed_label(path, spec):
@@ -95,7 +74,7 @@ def main(argv=None):
         counts["failed"] += 1
 
     def predict_batch(batch):
-        for (path, _), result in zip(batch, predict_each(signature, [data for _, data in batch])):
+        for (path, _), result in zip(batch, export.predict_each(signature, [data for _, data in batch])):
             if isinstance(result, str):
                 error(path, result)
                 continue

@@ -89,7 +89,7 @@ class Channel(HTTPChannel):
 
 
 def create_app(model_dir):
-    from trainer import export, predict
+    from trainer import export
 
     model, spec = export.load(model_dir)
     signature = model.signatures["serving_default"]
@@ -101,7 +101,7 @@ def create_app(model_dir):
 
     @app.post("/invocations")
     def invocations():
-        results = predict.predict_each(signature, request_images(request.mimetype, request.get_data(), spec))
+        results = export.predict_each(signature, request_images(request.mimetype, request.get_data(), spec))
         for i, result in enumerate(results):
             if isinstance(result, str):
                 raise Refused(f"instance {i}: {result}")
