@@ -1,17 +1,31 @@
 """`captcha-pipeline serve MODEL_DIR`: the SageMaker inference container contract over our SavedModel.
 
-`GET /ping`; `POST /invocations` with TF Serving REST JSON (`{"instances": [{"b64": "..."}]}`) or a raw
-`image/png` / `image/jpeg` body -> `{"predictions": [{"text", "confidence", "probabilities"}]}`.
-Every error is JSON, `{"error": reason}`: 4xx for bad requests (images outside `trainer.images`' policy
-are refused from their headers, before any decoding), 500 for our own faults. Flask app on the waitress
+`GET /ping`; `POST /invocations` with TF Serving's REST request format, or a raw `image/png` / `image/jpeg`
+body (read by `serving_default`) -> `{"predictions": [{"text", "confidence", "probabilities"}]}`:
+  {"instances": [{"b64": "..."}, ...]}                                        serving_default (the default)
+  {"signature_name": "serving_pixels", "instances": [H x W x C uint8 lists]}  serving_pixels, the stored size
+A `signature_name` the model lacks is a 400 with TF Serving's error text. Every error is JSON,
+`{"error": reason}` as TF Serving writes it: 4xx for bad requests (images outside `trainer.images`' policy are
+refused with its reason before TensorFlow decodes anything), 500 for our own faults. Flask app on the waitress
 WSGI server, whose limits keep idle or slow clients from starving it.
+
+Logging: one line at start; then at most one summary line per `--log-interval` seconds in which requests
+were answered, and one when the server stops (SIGTERM or Ctrl-C), on stderr:
+`served N requests in S s: N ok, N 4xx, N 5xx; mean M ms, max M ms; queue depth up to Q`. Our own faults
+(500s) are logged with their traceback. waitress's per-request "Task queue depth is N" warning is counted
+into the summary (queue depth > 0 means all `--threads` were busy), not printed.
 """
 import argparse
 import base64
 import binascii
 import json
+import logging
+import os
+import signal
 import socket
 import sys
+import threading
+import time
 
 import waitress
 from flask import Flask, jsonify, request
@@ -24,6 +38,8 @@ from trainer import images
 
 IMAGE_TYPES = ("image/png", "image/jpeg")
 MAX_INSTANCES = 256
+SIGNATURES = ("serving_default", "serving_pixels")  # the ones `trainer.export` writes; TF Serving's default name first
+DEFAULT_THREADS = max(4, 2 * (os.cpu_count() or 1))  # requests wait on TensorFlow, which releases the GIL
 
 
 class Refused(Exception):
@@ -44,10 +60,28 @@ def _instance_bytes(i, instance):
         raise Refused(f"instance {i}: invalid base64") from None
 
 
-def request_images(mimetype, body, spec):
-    """The images a request carries, each checked against the image policy from its header."""
+def _pixels(i, instance, spec):
+    """`[[[...]]]` (H x W x C integers 0-255 at the stored size) or `{"pixels": ...}` -> a uint8 array."""
+    import numpy as np
+
+    if isinstance(instance, dict) and "pixels" in instance:
+        instance = instance["pixels"]
+    expected = f'instance {i}: expected {"x".join(map(str, spec.input_shape))} integers 0-255 (serving_pixels takes ' \
+               f'uint8[B, {", ".join(map(str, spec.input_shape))}])'
+    try:
+        pixels = np.array(instance)
+    except ValueError:  # ragged
+        raise Refused(expected) from None
+    if pixels.shape != spec.input_shape or pixels.dtype.kind not in "iu" or pixels.min() < 0 or pixels.max() > 255:
+        raise Refused(expected)
+    return pixels.astype(np.uint8)
+
+
+def parse_request(mimetype, body, spec):
+    """(signature name, inputs) of a request: image bytes for `serving_default`, each checked against the
+    image policy; uint8 arrays for `serving_pixels`. Refused (4xx) with the reason otherwise."""
     if mimetype in IMAGE_TYPES:
-        found = [body]
+        name, instances = SIGNATURES[0], [body]
     elif mimetype == "application/json":
         try:
             payload = json.loads(body)
@@ -55,20 +89,64 @@ def request_images(mimetype, body, spec):
             raise Refused("JSON nested too deeply") from None
         except ValueError:
             raise Refused("body is not valid JSON") from None
-        instances = payload.get("instances") if isinstance(payload, dict) else None
-        if not isinstance(instances, list) or not instances:
+        if not isinstance(payload, dict):
             raise Refused('expected {"instances": [{"b64": "..."}, ...]} with at least one instance')
+        name = payload.get("signature_name", SIGNATURES[0])
+        if name not in SIGNATURES:  # TF Serving's words and status for a signature the model lacks
+            raise Refused(f'Serving signature name: "{name}" not found in signature def')
+        instances = payload.get("instances")
+        if not isinstance(instances, list) or not instances:
+            raise Refused('expected {"instances": [{"b64": "..."}, ...]} with at least one instance'
+                          if name == SIGNATURES[0] else 'expected {"instances": [...]} with at least one instance')
         if len(instances) > MAX_INSTANCES:
             raise Refused(f"{len(instances)} instances: at most {MAX_INSTANCES} per request", 413)
-        found = [_instance_bytes(i, instance) for i, instance in enumerate(instances)]
+        if name == "serving_pixels":
+            return name, [_pixels(i, instance, spec) for i, instance in enumerate(instances)]
+        instances = [_instance_bytes(i, instance) for i, instance in enumerate(instances)]
     else:
         raise Refused(f"unsupported content type {mimetype or 'none'!r}: send application/json, "
                       + " or ".join(IMAGE_TYPES), 415)
-    for i, image in enumerate(found):
+    for i, image in enumerate(instances):
         problem = images.refusal(image, spec)
         if problem:
             raise Refused(f"instance {i}: {problem}")
-    return found
+    return name, instances
+
+
+class Summary(logging.Handler):
+    """Requests answered, by outcome, their latency, and the deepest waitress task queue, since the last line.
+    Installed as the handler of waitress's queue logger, whose per-request warnings it counts."""
+
+    def __init__(self):
+        super().__init__()
+        self.counting = threading.Lock()
+        self._start_period()
+
+    def _start_period(self):
+        self.since = time.monotonic()
+        self.counts, self.seconds, self.slowest, self.depth = {"ok": 0, "4xx": 0, "5xx": 0}, 0.0, 0.0, 0
+
+    def emit(self, record):  # waitress: "Task queue depth is %d"
+        with self.counting:
+            self.depth = max([self.depth, *(a for a in record.args if isinstance(a, int))])
+
+    def request(self, status, seconds):
+        with self.counting:
+            self.counts["ok" if status < 400 else "4xx" if status < 500 else "5xx"] += 1
+            self.seconds += seconds
+            self.slowest = max(self.slowest, seconds)
+
+    def line(self):
+        """The summary since the last line, or None if no request was answered; starts a new period."""
+        with self.counting:
+            now, total = time.monotonic(), sum(self.counts.values())
+            text = None if not total else (
+                f"served {total} requests in {now - self.since:.0f} s: "
+                + ", ".join(f"{n} {kind}" for kind, n in self.counts.items())
+                + f"; mean {1000 * self.seconds / total:.0f} ms, max {1000 * self.slowest:.0f} ms; "
+                + f"queue depth up to {self.depth}")
+            self._start_period()
+            return text
 
 
 class JsonErrorTask(ErrorTask):
@@ -88,11 +166,12 @@ class Channel(HTTPChannel):
     error_task_class = JsonErrorTask
 
 
-def create_app(model_dir):
+def create_app(model_dir, summary=None):
+    """The Flask app serving the exported model at `model_dir`; each answered request is counted in `summary`."""
     from trainer import export
 
     model, spec = export.load(model_dir)
-    signature = model.signatures["serving_default"]
+    signatures = {name: model.signatures[name] for name in SIGNATURES}
     app = Flask("captcha-pipeline")
 
     @app.get("/ping")
@@ -101,12 +180,24 @@ def create_app(model_dir):
 
     @app.post("/invocations")
     def invocations():
-        results = export.predict_each(signature, request_images(request.mimetype, request.get_data(), spec))
+        name, inputs = parse_request(request.mimetype, request.get_data(), spec)
+        run = export.predict_each if name == "serving_default" else export.predict_pixels
+        results = run(signatures[name], inputs)
         for i, result in enumerate(results):
             if isinstance(result, str):
                 raise Refused(f"instance {i}: {result}")
         return jsonify(predictions=[{"text": text, "confidence": confidence, "probabilities": probabilities}
                                     for text, confidence, probabilities in results])
+
+    @app.before_request
+    def started():
+        request.environ["captcha.started"] = time.perf_counter()
+
+    @app.after_request
+    def answered(response):
+        if summary is not None:
+            summary.request(response.status_code, time.perf_counter() - request.environ["captcha.started"])
+        return response
 
     @app.errorhandler(Refused)
     def refused(e):
@@ -145,8 +236,13 @@ def parse_args(argv):
     p.add_argument("model_dir", help="exported model dir (holding 1/saved_model.pb)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 inside a container)")
     p.add_argument("--port", type=int, default=8080, help="SageMaker's inference port")
-    p.add_argument("--max-request-bytes", type=int, default=4 << 20, help="larger bodies get a 413 unread")
-    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--max-request-bytes", type=int, default=images.MAX_IMAGE_BYTES,
+                   help="larger bodies get a 413 unread (default: the image size limit)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help="requests answered at once (default: 2 per CPU, at least 4); others wait in waitress's "
+                        "queue, at most one per open connection")
+    p.add_argument("--log-interval", type=int, default=60,
+                   help="seconds between summary lines (one per period with requests, and one at the end)")
     p.add_argument("--idle-timeout", type=int, default=30,
                    help="seconds after which a connection that sends nothing is closed")
     p.add_argument("--connection-limit", type=int, default=500,
@@ -154,20 +250,46 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt  # waitress's run() ends on it, after its threads
+
+
+def _log_summaries(summary, interval, stopped):
+    while not stopped.wait(interval):
+        line = summary.line()
+        if line:
+            print(line, file=sys.stderr, flush=True)
+
+
 @exits_on_user_error
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    for flag in ("max_request_bytes", "threads", "idle_timeout", "connection_limit"):
+    for flag in ("max_request_bytes", "threads", "idle_timeout", "connection_limit", "log_interval"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     sock = listen(args.host, args.port)
+    summary = Summary()
+    queue_logger = logging.getLogger("waitress.queue")
+    queue_logger.addHandler(summary)
+    queue_logger.propagate = False  # counted into the summary line, not printed per request
     server = waitress.create_server(
-        create_app(args.model_dir), sockets=[sock], threads=args.threads, ident="captcha-pipeline",
+        create_app(args.model_dir, summary), sockets=[sock], threads=args.threads, ident="captcha-pipeline",
         max_request_body_size=args.max_request_bytes, connection_limit=args.connection_limit,
         channel_timeout=args.idle_timeout, cleanup_interval=1, asyncore_use_poll=True)  # poll: no 1024-fd cap
     server.channel_class = Channel
+    stopped = threading.Event()
+    threading.Thread(target=_log_summaries, args=(summary, args.log_interval, stopped), daemon=True).start()
+    signal.signal(signal.SIGTERM, _stop)  # how SageMaker and Docker stop a container
     print(f"serving {args.model_dir} on http://{args.host}:{args.port} (GET /ping, POST /invocations)", flush=True)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stopped.set()
+        line = summary.line()
+        if line:
+            print(line, file=sys.stderr, flush=True)
     return 0
 
 
