@@ -6,9 +6,10 @@ setup(
     description="Render text captchas with Apache Beam into sharded TFRecords, stream them into a Keras CNN, serve it.",
     python_requires=">=3.11",
     packages=find_packages(include=["beam_jobs", "tfrecord", "trainer", "launch"]),
-    # The training side (trainer/, tfrecord/) needs only TensorFlow and google-crc32c, as in the
-    # SageMaker TensorFlow container; every command's other imports come with its extra.
-    install_requires=["google-crc32c>=1.5", "numpy"],
+    # The training side (trainer/, tfrecord/) needs only TensorFlow, google-crc32c and pydantic (it validates
+    # dataset.json; a pip install of wheels for pydantic and pydantic-core, no TensorFlow), as in the SageMaker
+    # TensorFlow container; every command's other imports come with its extra.
+    install_requires=["google-crc32c>=1.5", "numpy", "pydantic>=2.14"],
     extras_require={
         # train, evaluate (its gallery needs Pillow), predict; `launch local` runs the trainer with them
         "tf": ["tensorflow>=2.16", "tensorboard", "pillow"],

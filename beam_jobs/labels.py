@@ -20,7 +20,6 @@ import random
 from tfrecord.errors import UserError
 from tfrecord.spec import CaptchaSpec
 
-PLAN_VERSION = 2  # recorded in dataset.json; datasets without it were made by version 1 (materialised plans)
 FEISTEL_ROUNDS = 4  # Luby-Rackoff: four rounds of a pseudo-random function give a strong pseudo-random permutation
 
 

@@ -12,11 +12,12 @@ import time
 import captcha.image
 from PIL import ImageFont
 
-from beam_jobs.labels import PLAN_VERSION, PermutationLabels, UniformLabels
+from beam_jobs.labels import PermutationLabels, UniformLabels
 from beam_jobs.progress import duration
 from beam_jobs.render import Renderer, example_seed
 from tfrecord.errors import UserError
 from tfrecord.framing import frame
+from tfrecord.manifest import PLAN_VERSION
 from tfrecord.schema import encode_example
 from tfrecord.spec import ALPHABETS, CaptchaSpec, parse_size
 

@@ -1,8 +1,8 @@
 """The training job's source folder, the same for `launch train` (uploaded by ModelTrainer) and `launch local`.
 
 It holds `trainer/` and `tfrecord/` (the training side needs TensorFlow only), the entry script the
-container runs as `python sagemaker_entry.py --name value ...`, and a requirements.txt with the one
-package the TensorFlow image may lack (pinned to the version installed here).
+container runs as `python sagemaker_entry.py --name value ...`, and a requirements.txt with the
+packages the TensorFlow image may lack (pinned to the versions installed here).
 """
 import importlib.metadata
 import os
@@ -11,6 +11,7 @@ import shutil
 PACKAGES = ("trainer", "tfrecord")
 ENTRY_POINT = "sagemaker_entry.py"
 REQUIREMENTS = "requirements.txt"
+CONTAINER_PACKAGES = ("google-crc32c", "pydantic")  # beyond TensorFlow: CRCs, dataset.json's schema
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -23,5 +24,5 @@ def write(folder):
                 shutil.copyfile(os.path.join(ROOT, package, name), os.path.join(folder, package, name))
     shutil.copyfile(os.path.join(ROOT, "launch", ENTRY_POINT), os.path.join(folder, ENTRY_POINT))
     with open(os.path.join(folder, REQUIREMENTS), "w") as f:
-        f.write(f"google-crc32c=={importlib.metadata.version('google-crc32c')}\n")
+        f.writelines(f"{name}=={importlib.metadata.version(name)}\n" for name in CONTAINER_PACKAGES)
     return folder

@@ -75,7 +75,7 @@ def test_framing_matches_tensorflow_and_detects_corruption(tmp_path):
 
 def test_manifest_round_trip_and_validation():
     m = Manifest(spec=CaptchaSpec(), seed=1, mode="uniform",
-                 splits={"train": SplitInfo(examples=3, shards=[ShardInfo("train/a", 3, 10, "00")])})
+                 splits={"train": SplitInfo(examples=3, shards=[ShardInfo("train/a.tfrecord", 3, 48, "0" * 64)])})
     assert Manifest.from_json(m.to_json()) == m
     with pytest.raises(ManifestError, match="do not add up"):
         Manifest.from_json(m.to_json().replace('"examples": 3', '"examples": 4'))

@@ -1,18 +1,33 @@
 """dataset.json: the spec, how the data was made, and per split the exact shards with checksums.
 
-The manifest is written last by the producer, so its presence means the dataset is complete.
+The manifest is written last by the producer, so its presence means the dataset is complete. It may
+come from anywhere (an S3 bucket someone else wrote), so `Manifest.from_json`, the one place it is
+read, validates it with pydantic against the dataclasses below (strict types: no bool, string or float
+where an integer belongs; ranges; no unknown fields), then checks what types cannot say (unique shard
+paths inside their split's folder, record counts that add up, a plan version this reader knows). Each
+way it can be wrong is one line naming the field.
 """
 import dataclasses
+import functools
 import json
 import os
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from tfrecord import sagemaker, storage
 from tfrecord.errors import ManifestError, SpecError, UserError
-from tfrecord.spec import CaptchaSpec
+from tfrecord.spec import STRICT, CaptchaSpec
 
 MANIFEST_NAME = "dataset.json"
 FORMAT_VERSION = 1
-SPLITS = ("train", "validation", "test")
+PLAN_VERSION = 2  # the producer's label plans; a manifest without one was made by version 1 (materialised plans)
+TRAIN, VALIDATION, TEST = SPLITS = ("train", "validation", "test")
+MODES = ("uniform", "permutations")
+MIN_RECORD_BYTES = 16  # TFRecord framing of an empty record: length, its CRC, the data's CRC
+
+Count = Annotated[int, Field(ge=0)]
 
 
 def shard_name(split, index, num_shards):
@@ -26,16 +41,18 @@ def shard_path(split, index, num_shards):
 
 @dataclasses.dataclass
 class ShardInfo:
-    path: str  # relative to the dataset root
-    records: int
-    bytes: int
-    sha256: str
+    __pydantic_config__ = STRICT
+    path: str  # relative to the dataset root: "<split>/<name>.tfrecord"
+    records: Count
+    bytes: Count
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]  # hex digest of the shard file
 
 
 @dataclasses.dataclass
 class SplitInfo:
-    examples: int
-    shards: list
+    __pydantic_config__ = STRICT
+    examples: Count
+    shards: list[ShardInfo]
 
     def __post_init__(self):
         self.shards = [s if isinstance(s, ShardInfo) else ShardInfo(**s) for s in self.shards]
@@ -43,12 +60,13 @@ class SplitInfo:
 
 @dataclasses.dataclass
 class Manifest:
+    __pydantic_config__ = STRICT
     spec: CaptchaSpec
     seed: int
-    mode: str  # "uniform" or "permutations"
-    splits: dict  # split name -> SplitInfo
-    options: dict = dataclasses.field(default_factory=dict)  # the producer's label/sharding options
-    versions: dict = dataclasses.field(default_factory=dict)  # tool versions that made the data
+    mode: Literal[MODES]
+    splits: dict[Literal[SPLITS], SplitInfo]  # split name -> SplitInfo, in SPLITS order
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the producer's label/sharding options
+    versions: dict[str, Any] = dataclasses.field(default_factory=dict)  # tool versions that made the data
 
     def to_json(self):
         d = {
@@ -64,23 +82,28 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text, source=MANIFEST_NAME):
+        """dataset.json's text -> Manifest; ManifestError (one line: `source`, the field, what is wrong)."""
+        from pydantic import ValidationError
+
         try:
             d = json.loads(text)
-            if not isinstance(d, dict):
-                raise ManifestError(f"{source}: not a valid dataset manifest (a JSON {type(d).__name__}, not an object)")
-            if d.get("format_version") != FORMAT_VERSION:
-                raise ManifestError(f"{source}: unsupported format_version {d.get('format_version')!r}")
-            manifest = cls(
-                spec=CaptchaSpec.from_dict(d["spec"]), seed=d["seed"], mode=d["mode"],
-                splits={name: SplitInfo(**d["splits"][name]) for name in sorted(d["splits"], key=_split_order)},
-                options=d.get("options", {}), versions=d.get("versions", {}))
-        except (ValueError, KeyError, TypeError, SpecError) as e:
-            if isinstance(e, ManifestError):
-                raise
-            raise ManifestError(f"{source}: not a valid dataset manifest ({type(e).__name__}: {e})") from e
-        for name, info in manifest.splits.items():
-            if sum(s.records for s in info.shards) != info.examples:
-                raise ManifestError(f"{source}: split {name!r} shard record counts do not add up to {info.examples}")
+        except ValueError as e:
+            raise ManifestError(f"{source}: not a valid dataset manifest ({type(e).__name__}: {e})") from None
+        if not isinstance(d, dict):
+            raise ManifestError(f"{source}: not a valid dataset manifest (a JSON {type(d).__name__}, not an object)")
+        if d.get("format_version") != FORMAT_VERSION:
+            raise ManifestError(f"{source}: unsupported format_version {d.get('format_version')!r}")
+        d.pop("format_version")
+        try:
+            manifest = _schema().validate_json(json.dumps(d))
+        except ValidationError as e:
+            raise ManifestError(f"{source}: {_first_problem(e)}") from None
+        except SpecError as e:  # the spec's own rules (CaptchaSpec.__post_init__)
+            raise ManifestError(f"{source}: spec: {e}") from None
+        manifest.splits = {name: manifest.splits[name] for name in sorted(manifest.splits, key=SPLITS.index)}
+        problem = _inconsistency(manifest)
+        if problem:
+            raise ManifestError(f"{source}: {problem}")
         return manifest
 
     def split(self, name):
@@ -89,8 +112,65 @@ class Manifest:
         return self.splits[name]
 
 
-def _split_order(name):
-    return (SPLITS.index(name) if name in SPLITS else len(SPLITS), name)
+@functools.cache
+def _schema():
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Manifest)
+
+
+def _first_problem(error):
+    """pydantic's first error as `field.path: what is wrong, got <JSON value>`."""
+    problem = error.errors(include_url=False)[0]
+    field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in problem["loc"]
+                    if part != "[key]").lstrip(".")
+    if problem["type"] == "missing":
+        return f"{field}: missing"
+    if problem["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        return f"{field}: unknown field"
+    what = re.sub(r"^(Input|String|Value|List|Dictionary|Tuple) should", "must", problem["msg"])
+    what = re.sub(r"must be a valid (\w+)", lambda m: f"must be {'an' if m[1][0] in 'aeiou' else 'a'} {m[1]}", what)
+    if problem["loc"][-1:] == ("[key]",):
+        what = f"split name {what}" if problem["loc"][:1] == ("splits",) else f"key {what}"
+    return f"{field or 'the manifest'}: {what}, got {_as_json(problem['input'])}"
+
+
+def _as_json(value):
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _inconsistency(manifest):
+    """What strict types cannot say about a manifest, as one line; None when it holds together."""
+    plan_version = manifest.options.get("plan_version", 1)
+    if type(plan_version) is not int or not 1 <= plan_version <= PLAN_VERSION:
+        return (f"options.plan_version: unknown plan version {_as_json(plan_version)} (this reader knows 1 to "
+                f"{PLAN_VERSION}: a newer captcha-pipeline wrote it)")
+    seen = set()
+    for name, info in manifest.splits.items():
+        for i, shard in enumerate(info.shards):
+            field = f"splits.{name}.shards[{i}]"
+            parts = shard.path.split("/")
+            if (parts[0] != name or len(parts) < 2 or not shard.path.endswith(".tfrecord")
+                    or any(p in ("", ".", "..") or "\\" in p for p in parts)):
+                return (f"{field}.path: {_as_json(shard.path)} is not a shard in the {name!r} split's folder "
+                        f"(expected {name}/<name>.tfrecord)")
+            if shard.path in seen:
+                return f"{field}.path: {shard.path} is listed twice"
+            seen.add(shard.path)
+            if shard.records * MIN_RECORD_BYTES > shard.bytes:
+                return (f"{field}: {shard.records} records cannot fit in {shard.bytes} bytes (each record takes "
+                        f"at least {MIN_RECORD_BYTES})")
+        total = sum(s.records for s in info.shards)
+        if total != info.examples:
+            return (f"splits.{name}.examples: {info.examples}, but the record counts of its {len(info.shards)} "
+                    f"shards do not add up to it ({total})")
+        for option in ("examples", "num_shards"):
+            listed = manifest.options.get(option, {}).get(name) if isinstance(manifest.options.get(option), dict) else None
+            actual = info.examples if option == "examples" else len(info.shards)
+            if listed is not None and listed != actual:
+                return f"options.{option}.{name}: {_as_json(listed)}, but the {name!r} split has {actual}"
+    return None
 
 
 def read_manifest(location):

@@ -14,6 +14,10 @@ MODES = {"L": 1, "RGB": 3}  # PIL mode -> channels
 IMAGE_FORMATS = ("png", "raw")  # raw: uint8 pixels, H*W*C row-major
 MIN_CHAR_WIDTH = 10  # pixels per character below which captchas are unreadable
 MIN_HEIGHT = 20
+# pydantic's config for every dataclass dataset.json holds (tfrecord/manifest.py validates it): no bool, string or
+# float where an integer belongs, no unknown fields
+STRICT = {"strict": True, "extra": "forbid"}
+MAX_SIDE = 1024  # pixels: captchas are small, and a spec from outside must not size a model without bound
 
 
 def default_width(length):
@@ -23,13 +27,14 @@ def default_width(length):
 
 @dataclasses.dataclass(frozen=True)
 class CaptchaSpec:
+    __pydantic_config__ = STRICT
     alphabet: str = string.digits
     length: int = 4
     width: int = 0  # 0: default_width(length)
     height: int = 100
     mode: str = "L"
     image_format: str = "png"
-    fonts: tuple = ()  # empty: the fonts bundled with `captcha`
+    fonts: tuple[str, ...] = ()  # empty: the fonts bundled with `captcha`
     store_width: int = 0  # 0: width
     store_height: int = 0  # 0: height
 
@@ -52,6 +57,8 @@ class CaptchaSpec:
                 raise SpecError(
                     f"{what} {w}x{h} is too small for {self.length} characters "
                     f"(need width >= {MIN_CHAR_WIDTH * self.length} and height >= {MIN_HEIGHT})")
+            if w > MAX_SIDE or h > MAX_SIDE:
+                raise SpecError(f"{what} {w}x{h} is larger than {MAX_SIDE}x{MAX_SIDE} pixels")
         if self.width % self.store_width or self.height % self.store_height:
             raise SpecError(f"stored size {self.store_width}x{self.store_height} must divide the render size "
                             f"{self.width}x{self.height} (e.g. {self.width // 2}x{self.height // 2}): only at whole "
