@@ -3,6 +3,8 @@ takes the rest of the arguments, Beam's `run(argv)` style, and returns an exit s
 import importlib
 import sys
 
+from tfrecord.errors import run_as_process
+
 COMMANDS = {
     "generate": ("beam_jobs.generate:main", "render captchas with Apache Beam into sharded TFRecords"),
     "inspect": ("tfrecord.validate:main", "validate a dataset against its manifest; contact sheet"),
@@ -25,7 +27,8 @@ def usage():
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+    if argv is None:  # the process's own command line: a crash ends the process (tfrecord.errors.run_as_process)
+        return run_as_process(main, sys.argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0

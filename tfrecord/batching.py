@@ -15,6 +15,7 @@ from tfrecord.spec import CaptchaSpec
 
 AUTOTUNE = tf.data.AUTOTUNE
 GROUP = 1024  # records per Python -> TF hop and per decode call (whole batches)
+CHECKED = 32  # records at the start of each shard (files) or FIFO (Pipe) checked against the spec in Python
 
 
 def decode_batch(serialized, spec: CaptchaSpec):
@@ -30,6 +31,18 @@ def decode_batch(serialized, spec: CaptchaSpec):
         images = tf.map_fn(lambda png: tf.ensure_shape(tf.io.decode_png(png, channels=spec.channels), spec.input_shape),
                            encoded, fn_output_signature=tf.TensorSpec(spec.input_shape, tf.uint8))
     return images, tf.cast(parsed[schema.LABEL], tf.int32)
+
+
+def checked(blocks, spec: CaptchaSpec, source, count=CHECKED):
+    """Blocks of records from `source` (a shard, a FIFO), passed on once their first `count` records agree
+    with the spec (schema.check_example: the label spelled in the spec's alphabet, the stored size), so a
+    dataset.json whose alphabet or size is not the data's is one line naming the source and record."""
+    seen = 0
+    for block in blocks:
+        for i, record in enumerate(block[:max(0, count - seen)]):
+            schema.check_example(record, spec, f"{source} record {seen + i}")
+        seen += len(block)
+        yield block
 
 
 def shuffled(blocks, buffer_size, rng):

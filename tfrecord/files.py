@@ -8,7 +8,7 @@ import collections
 import itertools
 import os
 
-from tfrecord import batching
+from tfrecord import batching, content
 from tfrecord.errors import ManifestError, UserError
 from tfrecord.framing import RecordSplitter
 from tfrecord.manifest import MANIFEST_NAME
@@ -64,7 +64,7 @@ def _in_split(path, split):
 def read_shard(path, records=None):
     """Yield blocks of verified records from one shard; with `records`, its count must match exactly."""
     splitter, count = RecordSplitter(path), 0
-    with open(path, "rb", buffering=0) as f:
+    with content.open_regular(path) as f:
         while chunk := f.read(BLOCK_SIZE):
             block = splitter.feed(chunk)
             count += len(block)
@@ -105,6 +105,8 @@ def files_dataset(source, spec, batch_size, *, manifest=None, split=None, subset
         shards = manifest_shards(source, manifest, split, subset=subset)
     else:
         shards = [(path, None) for path in shard_files(source)]
+    for path, _ in shards:  # before any work: a FIFO or device in a shard's place would block or never end
+        content.check_regular(path)
     if num_workers > 1:
         shards = shards[worker_index::num_workers]
         if not shards:
@@ -114,10 +116,10 @@ def files_dataset(source, spec, batch_size, *, manifest=None, split=None, subset
         for _ in itertools.count() if repeat else range(1):
             if shuffle_buffer:
                 order = rng.sample(shards, len(shards))
-                yield from interleave((read_shard(*shard) for shard in order), CYCLE)
+                yield from interleave((batching.checked(read_shard(*shard), spec, shard[0]) for shard in order), CYCLE)
             else:
                 for shard in shards:
-                    yield from read_shard(*shard)
+                    yield from batching.checked(read_shard(*shard), spec, shard[0])
 
     return batching.dataset(blocks, spec, batch_size, shuffle_buffer=shuffle_buffer, seed=seed,
                             deterministic=deterministic)

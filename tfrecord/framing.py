@@ -7,7 +7,8 @@ import struct
 
 import google_crc32c
 
-from tfrecord.errors import CorruptRecordError
+from tfrecord import content
+from tfrecord.errors import CorruptRecordError, NotTFRecordError
 from tfrecord.streams import BLOCK_SIZE
 
 _HEADER = struct.Struct("<QI")
@@ -39,6 +40,8 @@ class RecordSplitter:
         while len(buf) - pos >= _HEADER.size:
             length, length_crc = _HEADER.unpack_from(buf, pos)
             if masked_crc32c(buf[pos:pos + 8]) != length_crc:
+                if kind := content.identify(buf[pos:pos + 16]):
+                    raise NotTFRecordError(self.source, self.offset + pos, *kind)
                 raise CorruptRecordError(self.source, self.offset + pos, "header (length) CRC mismatch")
             end = pos + _HEADER.size + length + _FOOTER.size
             if end > len(buf):

@@ -133,7 +133,8 @@ def pipe_dataset(channel, spec, batch_size, *, records=None, timeout=300, num_wo
 
     def blocks(rng):
         for epoch in fifos if repeat else [next(fifos)]:
-            stream = read_fifo(channel, epoch, config, records=records, timeout=timeout)
+            stream = batching.checked(read_fifo(channel, epoch, config, records=records, timeout=timeout), spec,
+                                      f"channel {channel} epoch {epoch}")
             yield from batching.every_nth(stream, num_workers, worker_index) if num_workers > 1 else stream
 
     return batching.dataset(blocks, spec, batch_size, shuffle_buffer=shuffle_buffer, seed=seed,

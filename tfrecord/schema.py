@@ -10,6 +10,8 @@ H*W*C bytes). `image/width`/`image/height` are the stored size.
 """
 import struct
 
+from tfrecord.content import PNG_SIGNATURE
+from tfrecord.errors import RecordError, SpecError
 from tfrecord.spec import CaptchaSpec
 
 IMAGE = "image/encoded"
@@ -128,6 +130,46 @@ def decode_example(serialized):
                 parts = {n: v for n, _, v in _fields(entry, nested=True)}  # map entry: key = 1, value = 2
                 features[bytes(parts.get(1, b"")).decode()] = _feature_values(parts.get(2, b""))
     return features
+
+
+PNG_COLOR_TYPES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}  # IHDR colour type -> PIL mode
+
+
+def check_example(serialized, spec: CaptchaSpec, where):
+    """A serialized Example against the spec, without decoding its image -> (label text, {feature: values}).
+
+    Checks that the label text is `spec.length` characters of `spec.alphabet` and that its indices spell it
+    in that alphabet (a shortened or permuted alphabet fails here), that the declared format and size are
+    the spec's stored ones, and that the image has that size: exactly H*W*C bytes for raw, the PNG
+    header's width and height for PNG. Raises RecordError naming `where` (e.g. "<shard> record 3").
+    """
+    try:
+        feature = decode_example(serialized)
+        text = feature[TEXT][0].decode()
+        label, data = feature[LABEL], feature[IMAGE][0]
+        fmt, size = feature[FORMAT][0].decode(), (feature[WIDTH][0], feature[HEIGHT][0])
+    except (ValueError, KeyError, IndexError) as e:  # not an Example of this schema
+        raise RecordError(f"{where}: cannot decode example ({type(e).__name__}: {e})") from None
+    try:
+        expected = spec.encode_label(text)
+    except SpecError as e:
+        raise RecordError(f"{where}: {e}") from None
+    if label != expected:
+        raise RecordError(f"{where}: label indices {label} do not spell {text!r} in the alphabet {spec.alphabet!r}")
+    stored = f"{spec.store_width}x{spec.store_height}"
+    if fmt != spec.image_format or size != spec.store_size:
+        raise RecordError(f"{where}: declared {fmt} {size[0]}x{size[1]}, spec says {spec.image_format} {stored}")
+    if fmt == "raw" and len(data) != spec.store_width * spec.store_height * spec.channels:
+        raise RecordError(f"{where}: raw image has {len(data)} bytes, spec says {stored}x{spec.channels} = "
+                          f"{spec.store_width * spec.store_height * spec.channels}")
+    if fmt == "png":
+        if not (data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 26):
+            raise RecordError(f"{where}: image/encoded is not a PNG")
+        width, height = struct.unpack(">II", data[16:24])
+        if (width, height) != spec.store_size:
+            mode = PNG_COLOR_TYPES.get(data[25], f"colour type {data[25]}")
+            raise RecordError(f"{where}: image is {mode} {width}x{height}, spec says {spec.mode} {stored}")
+    return text, feature
 
 
 def feature_spec(spec: CaptchaSpec):

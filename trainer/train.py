@@ -23,7 +23,8 @@ import tensorflow as tf
 
 from tfrecord import sagemaker
 from tfrecord.channels import channel
-from tfrecord.errors import ManifestError, SpecError, UserError, embedded_user_error, exits_on_user_error
+from tfrecord.errors import (ManifestError, SpecError, UserError, embedded_user_error, exits_on_user_error,
+                             run_as_process)
 from tfrecord.manifest import locate_manifest
 from tfrecord.spec import CaptchaSpec
 from trainer import checkpoint, distribute, export, metric_lines
@@ -361,5 +362,5 @@ def fail(message, status):
     return status
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # also SageMaker's entry script (runpy)
+    sys.exit(run_as_process(main, sys.argv[1:]))
