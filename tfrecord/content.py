@@ -14,6 +14,7 @@ from tfrecord.recordio import RECORDIO_MAGIC
 from tfrecord.streams import GZIP_MAGIC
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 # (first bytes, what the data is, how to read it)
 KINDS = (
@@ -25,7 +26,7 @@ KINDS = (
     (b"\x28\xb5\x2f\xfd", "zstd-compressed data", "decompress it first (unzstd)"),
     (b"PK\x03\x04", "a zip archive", "extract its TFRecord shards first"),
     (PNG_SIGNATURE, "a PNG image", "shards hold tf.train.Example records: write them with `captcha-pipeline generate`"),
-    (b"\xff\xd8\xff", "a JPEG image", "shards hold tf.train.Example records: write them with `captcha-pipeline generate`"),
+    (JPEG_SIGNATURE, "a JPEG image", "shards hold tf.train.Example records: write them with `captcha-pipeline generate`"),
 )
 
 

@@ -22,8 +22,8 @@ import stat
 import struct
 import zlib
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-JPEG_SIGNATURE = b"\xff\xd8\xff"
+from tfrecord.content import JPEG_SIGNATURE, PNG_SIGNATURE
+
 MAX_IMAGE_BYTES = 4 << 20  # no PNG or JPEG of a captcha's size comes near it
 MAX_JPEG_SCANS = 64  # start-of-scan markers; libjpeg writes 6 (grayscale) or 10 (colour) scans for a progressive JPEG
 MAX_PARTS = 4096  # PNG chunks or JPEG marker segments; a captcha has a few dozen
