@@ -5,6 +5,7 @@ stream in the chosen input mode; the manifest rides in a small File-mode `meta` 
 stream carries nothing but records (the trainer reads `SM_CHANNEL_META/dataset.json`).
 """
 import argparse
+import re
 import sys
 import time
 
@@ -15,12 +16,21 @@ from tfrecord.sagemaker import INPUT_MODES
 
 SHARD_CHANNELS = ("train", "validation")
 META_CHANNEL = "meta"
+JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")  # SageMaker's TrainingJobName pattern
+# the trainer's flags that move its outputs out of the container folders the job uploads or syncs
+CONTAINER_OUTPUTS = {"model-dir": "the model goes to the container's model dir (SM_MODEL_DIR), uploaded as "
+                                  "<output-path>/<job>/output/model.tar.gz",
+                     "output-data-dir": "outputs go to the container's output data dir (SM_OUTPUT_DATA_DIR), "
+                                        "uploaded as output.tar.gz",
+                     "checkpoint-dir": "checkpoints go to the container's checkpoint dir, synced with "
+                                       "--checkpoint-path (launch local) or --checkpoint-s3-uri (launch train)"}
 
 
 def add_job_arguments(p: argparse.ArgumentParser):
     p.add_argument("dataset", help="dataset prefix (s3://bucket/path or a local folder) holding dataset.json")
     p.add_argument("--output-path", required=True, help="where <job>/output/model.tar.gz goes (s3:// or local)")
-    p.add_argument("--job-name", help="default: captcha-<UTC timestamp> (`launch train`: the base name, "
+    p.add_argument("--job-name", help="SageMaker's rule: 1-63 letters, digits, hyphens; used once per output "
+                                      "(default: captcha-<UTC time to the ms>; `launch train`: the base name, "
                                       "the SDK appends a timestamp)")
     p.add_argument("--input-mode", choices=INPUT_MODES, default="Pipe", help="for the shard channels")
     p.add_argument("--instance-count", type=int, default=1, help=">1 shards the objects by S3 key across hosts")
@@ -32,7 +42,14 @@ def add_job_arguments(p: argparse.ArgumentParser):
 
 
 def job_name(args):
-    return args.job_name or time.strftime("captcha-%Y-%m-%d-%H-%M-%S", time.gmtime())
+    """--job-name, or captcha-<UTC timestamp>; a name outside SageMaker's rule (which also keeps it one
+    plain path component) is refused."""
+    now = time.time()  # the default as the SageMaker SDK makes it: base name, UTC time to the millisecond
+    name = args.job_name or time.strftime("captcha-%Y-%m-%d-%H-%M-%S-", time.gmtime(now)) + f"{int(now % 1 * 1000):03d}"
+    if not JOB_NAME.fullmatch(name):
+        raise UserError(f"--job-name {name!r}: not a SageMaker job name (1 to 63 letters, digits and hyphens, "
+                        f"starting and ending with a letter or digit: ^{JOB_NAME.pattern}$)")
+    return name
 
 
 def name_values(pairs, flag):
@@ -47,8 +64,17 @@ def name_values(pairs, flag):
 
 
 def hyperparameters(pairs):
-    """`--hp` pairs -> {name: value} (strings, as SageMaker passes them; a leading -- on a name is dropped)."""
-    return {name.lstrip("-"): value for name, value in name_values(pairs, "--hp")}
+    """`--hp` pairs -> {name: value} (strings, as SageMaker passes them; a leading -- on a name is dropped).
+    A name that sets one of the trainer's output folders (CONTAINER_OUTPUTS, also spelt with _ or
+    abbreviated, as argparse accepts) is refused: the job would upload an empty model, or write outside
+    what it owns."""
+    hps = {name.lstrip("-"): value for name, value in name_values(pairs, "--hp")}
+    for name in hps:
+        flag = name.replace("_", "-")
+        for output, where in CONTAINER_OUTPUTS.items():
+            if output.startswith(flag):
+                raise UserError(f"--hp {name}: not settable in a job: {where}")
+    return hps
 
 
 def read_manifest(dataset):

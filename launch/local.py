@@ -149,17 +149,26 @@ def reason(failure, several):
 
 
 def run_job(args, root):
+    """Run the job with its container roots under `root`; returns (exit status, a folder under `root` to keep
+    or None). Everything the job is told is checked, its output taken, before any trainer starts."""
     if args.instance_count < 1:
         raise UserError(f"--instance-count must be at least 1 (got {args.instance_count})")
-    manifest = job_config.read_manifest(args.dataset)
     name = job_config.job_name(args)
     hps = job_config.hyperparameters(args.hp)
+    manifest = job_config.read_manifest(args.dataset)
     channels = job_config.input_data_config(args, manifest)
     objects = {}
     for channel, (prefix, _) in channels.items():
         objects[channel] = storage.list(prefix)
         if not objects[channel]:
             raise UserError(f"channel {channel}: no objects under {prefix}")
+    storage.check_writable(args.output_path)
+    job_prefix = storage.join(args.output_path, name)
+    artifacts.claim(job_prefix, {"TrainingJobName": name, "CreationTime": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                         time.gmtime()),
+                                 "Dataset": args.dataset, "InstanceCount": args.instance_count,
+                                 "InputDataConfig": {c: config for c, (_, config) in channels.items()},
+                                 "HyperParameters": hps})
     several = args.instance_count > 1
     names = [f"algo-{i + 1}" for i in range(args.instance_count)]
     hosts = [Host(n, i, os.path.join(root, n) if several else root) for i, n in enumerate(names)]
@@ -196,17 +205,30 @@ def run_job(args, root):
         thread.join(timeout=30)
     status = next((f.status if isinstance(f, Host) else 1 for f in failures), 0)
     status = 128 - status if status < 0 else status  # killed by a signal: as a shell reports it
-    reasons = [reason(failure, several) for failure in failures]
     with container_root(hosts[0].root):
+        if not failures and artifacts.exported_nothing(sagemaker.model_dir()):
+            failures.append(f"{hosts[0].name} exited 0 but exported nothing into its model dir "
+                            f"{sagemaker.model_dir()} (SageMaker uploads that folder as {artifacts.MODEL})")
+            status = 1
+        reasons = [reason(failure, several) for failure in failures]
         if reasons:
             with open(sagemaker.failure_path(), "w") as f:
                 f.write("\n".join(reasons) + "\n")
-        model = artifacts.upload_outputs(storage.join(args.output_path, name, "output"), status)
+        keep_model = bool(reasons) and not artifacts.exported_nothing(sagemaker.model_dir())
+        folder = os.path.join(root, "artifacts")
+        names = artifacts.package(folder, bool(reasons), keep_model)
+    try:
+        artifacts.upload(folder, names, storage.join(job_prefix, "output"))
+    except artifacts.UploadFailed as e:
+        ended = f"failed: {reasons[0].splitlines()[0]};" if reasons else "completed, but"
+        print(f"error: training job {name} {ended} {e}", file=sys.stderr)
+        return status or 2, e.folder
     if reasons:
-        print(f"error: training job {name} failed: {reasons[0].splitlines()[0]}", file=sys.stderr)
-        return status
-    print(f"training job {name} completed\nmodel: {model}", flush=True)
-    return 0
+        kept = f"; its exported model is kept in {os.path.join(folder, artifacts.MODEL)}" if keep_model else ""
+        print(f"error: training job {name} failed: {reasons[0].splitlines()[0]}{kept}", file=sys.stderr)
+        return status, folder if keep_model else None
+    print(f"training job {name} completed\nmodel: {storage.join(job_prefix, 'output', artifacts.MODEL)}", flush=True)
+    return 0, None
 
 
 def _terminated(signum, frame):
@@ -222,11 +244,14 @@ def main(argv=None):
             if os.path.exists(args.root) and os.listdir(args.root):
                 raise UserError(f"--root {args.root}: not empty")
             os.makedirs(args.root, exist_ok=True)
-            return run_job(args, os.path.abspath(args.root))
-        root = tempfile.mkdtemp(prefix="captcha-opt-ml-")
+            return run_job(args, os.path.abspath(args.root))[0]
+        root, kept = tempfile.mkdtemp(prefix="captcha-opt-ml-"), None
         try:
-            return run_job(args, root)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+            status, kept = run_job(args, root)
+            return status
+        finally:  # what is kept (a trained model whose upload failed, say) is never the one copy thrown away
+            for path in [os.path.join(root, n) for n in os.listdir(root) if os.path.join(root, n) != kept] if kept \
+                    else [root]:
+                shutil.rmtree(path, ignore_errors=True)
     finally:
         signal.signal(signal.SIGTERM, previous)

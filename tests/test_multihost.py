@@ -138,12 +138,14 @@ def test_sigterm_saves_a_checkpoint_and_all_hosts_resume(tiny_dataset, tmp_path,
     done = saved.epoch * (EXAMPLES // 4) + saved.step
     assert 0 < done < 2 * (EXAMPLES // 4), saved
 
-    assert local.main(args) == 0
+    resumed = job_args(tiny_dataset, tmp_path / "jobs", "spot-resumed", "--input-mode", "Pipe", "--checkpoint-path",
+                       str(checkpoints), epochs=2, batch=4)  # a new job (a job name is used once), same checkpoints
+    assert local.main(resumed) == 0
     out = capsys.readouterr().out
     assert "[algo-1] resuming after epoch" in out
     remaining = 2 * (EXAMPLES // 4) - done
     assert steps_per_host(out, 4) == {"algo-1": remaining, "algo-2": remaining}, out
-    assert (tmp_path / "jobs/spot/output/model.tar.gz").exists()
+    assert (tmp_path / "jobs/spot-resumed/output/model.tar.gz").exists()
 
 
 def test_feeder_error_fails_the_job_at_once(tiny_dataset, tmp_path, capsys):
