@@ -54,6 +54,12 @@ def rows(width, height, extra=0):
     return zlib.compress(b"\0" * (height * (1 + width) + extra))
 
 
+def encoded(image, fmt="PNG", **options):
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
 def cpu_seconds(function, *args):
     """(result, CPU seconds this process spent in the call): user + system time of all its threads."""
     start = time.process_time()
@@ -71,16 +77,48 @@ def test_the_bomb_is_what_the_issue_describes():
     assert inflated == 256 << 20 and not inflater.eof
 
 
+def bomb_reason(width, height):
+    """The policy's reason for `png_bomb(width, height)` (8-bit grayscale rows)."""
+    idat = len(zeros_stream(3900 << 20))
+    limit = images.png_image_data_limit(height * (1 + width))
+    return f"PNG image data is {idat} bytes: more than the rows of a {width}x{height} image take ({limit} at most)"
+
+
 def test_png_inflation_is_bounded_by_the_header():
     """The policy's CPU time on a 4 MB PNG whose 120x100 rows inflate to ~4 GB is that of one 120x100 image:
-    under 0.25 s of process CPU (it inflates 12 KB), where inflating it all costs several seconds."""
+    under 0.25 s of process CPU, where inflating it all costs several seconds. Its compressed data is longer than
+    any encoder writes for 120x100 pixels; a shorter stream that still inflates to 16 MiB is inflated 12,101 bytes
+    far and no further."""
     reason, seconds = cpu_seconds(images.refusal, png_bomb(120, 100), CAPTCHA)
-    assert reason == "PNG image data inflates past the 12100 bytes its 120x100 header needs"
-    assert seconds < 0.25
+    assert reason == bomb_reason(120, 100) and seconds < 0.25
+    reason, seconds = cpu_seconds(images.refusal, png(120, 100, zeros_stream(16 << 20)), CAPTCHA)
+    assert reason == "PNG image data inflates past the 12100 bytes its 120x100 header needs" and seconds < 0.25
+
+
+def test_the_bytes_signature_bounds_png_inflation_too(tiny_model):
+    """TF Serving runs the signature on what it is sent: the same bomb is refused in-graph with the policy's
+    reason, within 1 s of process CPU (libpng inflating it costs ~8 s)."""
+    import tensorflow as tf
+
+    from trainer import export
+
+    default = export.load(str(tiny_model))[0].signatures["serving_default"]
+    default(image_bytes=tf.constant([png(40, 24, rows(40, 24))]))  # warm: traced and run once
+    start = time.process_time()
+    with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+        default(image_bytes=tf.constant([png_bomb(40, 24)]))
+    assert time.process_time() - start < 1
+    assert bomb_reason(40, 24) in refused.value.message
+    many = png(40, 24, rows(40, 24))[:33] + chunk(b"tEXt", b"k\0v") * images.MAX_PARTS + png(40, 24, rows(40, 24))[33:]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=images.TOO_MANY_CHUNKS):
+        default(image_bytes=tf.constant([many]))
+    assert images.refusal(many, SPEC) == images.TOO_MANY_CHUNKS
 
 
 @pytest.mark.parametrize("data, reason", [
     (png(40, 24, rows(40, 24)), None),  # exactly what the rows need
+    (encoded(Image.effect_noise((40, 24), 100), compress_level=0), None),  # stored: longer than the rows
+    (encoded(Image.effect_noise((40, 24), 100), compress_level=9), None),  # noise does not compress
     (png(40, 24, rows(40, 24), split=7), None),  # in many IDAT chunks
     (png(40, 24, zlib.compress(b"\0" * 1005), interlace=1), None),  # Adam7: seven passes, 1,005 bytes of rows
     (png(40, 24, zlib.compress(b"\0" * 1006), interlace=1), "inflates past the 1005 bytes its 40x24 header needs"),
@@ -88,9 +126,9 @@ def test_png_inflation_is_bounded_by_the_header():
     (png(40, 24, rows(40, 24, extra=-1)), "truncated PNG image data"),
     (png(40, 24, rows(40, 24)[:-6]), "truncated PNG image data"),
     (png(40, 24, b"\x78\xda" + b"\xff" * 50), "corrupt PNG image data"),
-    (png(40, 24, rows(40, 24))[:33] + chunk(b"tEXt", b"k\0v") * images.MAX_PARTS + png(40, 24, rows(40, 24))[33:],
-     f"PNG with more than {images.MAX_PARTS} chunks"),
-    (png(40, 24, zeros_stream(64 << 20), split=4096), "PNG image data inflates past the 984 bytes"),
+    (png(40, 24, zeros_stream(1 << 20), split=256), "PNG image data inflates past the 984 bytes"),
+    (png(40, 24, zeros_stream(4 << 20)),
+     f"PNG image data is {len(zeros_stream(4 << 20))} bytes: more than the rows of a 40x24 image take (2992 at most)"),
     (png(40, 24, rows(40, 24))[:-12], "truncated PNG (no IEND chunk)"),
 ])
 def test_png_image_data_must_inflate_to_what_the_rows_need(data, reason):
@@ -156,7 +194,7 @@ def test_predict_prints_only_our_lines_for_broken_jpegs(tiny_model, tmp_path):
                           capture_output=True, text=True, cwd=ROOT, timeout=100)
     assert proc.returncode == 1
     expected = {f"error: {tmp_path / name}: {reason}" for name, _, reason in HOSTILE_JPEGS}
-    expected.add(f"error: {tmp_path / 'bomb.png'}: PNG image data inflates past the 984 bytes its 40x24 header needs")
+    expected.add(f"error: {tmp_path / 'bomb.png'}: {bomb_reason(40, 24)}")
     assert set(proc.stderr.splitlines()) == expected
     assert proc.stdout.splitlines()[-1] == "predicted 0 file(s), 4 error(s)"
 
@@ -172,7 +210,7 @@ def test_serve_refuses_the_bomb_within_a_bounded_cpu_time(tiny_model):
     for _ in range(8):
         r = client.post("/invocations", data=bomb, content_type="image/png")
         assert r.status_code == 400
-        assert r.json == {"error": "instance 0: PNG image data inflates past the 984 bytes its 40x24 header needs"}
+        assert r.json == {"error": f"instance 0: {bomb_reason(40, 24)}"}
     assert time.process_time() - start < 2
 
 
@@ -207,12 +245,6 @@ def test_launch_invoke_checks_every_image_before_sending(tmp_path, capsys, name)
                "sparse.png": images.TOO_LARGE, "text.png": "not a PNG or JPEG image"}
     assert endpoints.invoke(["x", str(tmp_path / "good.png"), path, "--url", "http://127.0.0.1:9"]) == 2
     assert capsys.readouterr().err == f"error: {path}: {reasons[name]}\n"
-
-
-def encoded(image, fmt="PNG", **options):
-    out = io.BytesIO()
-    image.save(out, fmt, **options)
-    return out.getvalue()
 
 
 def transparent_captcha(spec, text):

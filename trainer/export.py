@@ -4,10 +4,11 @@ Signatures (both return `text` string[B], `probabilities` float32[B, length, cla
   serving_default  image_bytes: string[B]  PNG or JPEG (TF Serving REST {"instances": [{"b64": ...}]}) at the
                    RENDER size (box-downscaled here as the producer does) or at the STORED size (used as is);
                    a PNG with transparency composited onto white. Any other size or format, a CMYK JPEG, a
-                   JPEG with too many scans or no end marker, a file over `trainer.images.MAX_IMAGE_BYTES`
-                   fails with InvalidArgument naming `trainer.images`' reason before any pixel is decoded.
-                   Not checkable in-graph: the bound on a PNG's inflated data (TF Serving's libpng inflates
-                   it all); `predict` and `serve` apply `trainer.images.refusal` before calling it
+                   JPEG with too many scans or no end marker, a PNG with too many chunks or more image data
+                   than its rows could take, a file over `trainer.images.MAX_IMAGE_BYTES` fails with
+                   InvalidArgument naming `trainer.images`' reason before any pixel is decoded, so what
+                   libpng may inflate is bounded by the header (`predict` and `serve` also inflate it
+                   themselves, bounded, in `trainer.images.refusal`, before calling it)
   serving_pixels   pixels: uint8[B, H, W, C] at the stored size (`spec.input_shape`)
 The spec, with both sizes, travels as `1/assets.extra/captcha_spec.json`.
 """
@@ -64,6 +65,40 @@ def _jpeg_checks(data):
             tf.debugging.Assert(_occurrences(data, images.JPEG_END) > 0, [images.JPEG_TRUNCATED])]
 
 
+def _big_endian(data, offset, size):
+    """The unsigned big-endian integer in bytes [offset, offset + size) of the scalar string `data`, as int64."""
+    digits = tf.cast(tf.io.decode_raw(tf.strings.substr(data, offset, size), tf.uint8), tf.int64)
+    return tf.reduce_sum(digits * tf.constant([256 ** i for i in reversed(range(size))], tf.int64))
+
+
+def _png_image_data_checks(data):
+    """`trainer.images`' bounds on a PNG's chunks (`MAX_PARTS`) and compressed image data (`png_image_data_limit`),
+    as assertions: the chunks walked and their IDAT lengths summed, before libpng inflates any of it."""
+    width, height = _big_endian(data, 16, 4), _big_endian(data, 20, 4)
+    depth, colour, interlace = (_big_endian(data, offset, 1) for offset in (24, 25, 28))
+    bits = depth * tf.gather(tf.constant([images.PNG_CHANNELS.get(c, 0) for c in range(7)], tf.int64),
+                             tf.minimum(colour, 6))
+    needed = tf.where(interlace == 1, images.png_image_data_bytes(width, height, bits, True),
+                      images.png_image_data_bytes(width, height, bits, False))
+    end = tf.cast(tf.strings.length(data), tf.int64)
+
+    def step(offset, total, chunks):
+        length = _big_endian(data, offset, 4)
+        is_data = tf.strings.substr(data, offset + 4, 4) == b"IDAT"
+        return offset + 12 + length, total + tf.where(is_data, length, tf.constant(0, tf.int64)), chunks + 1
+
+    def more(offset, *_):
+        return (offset + 8 <= end) & (tf.strings.substr(data, tf.minimum(offset + 4, end), 4) != b"IEND")
+
+    zero = tf.constant(0, tf.int64)
+    _, compressed, chunks = tf.while_loop(more, step, (tf.constant(33, tf.int64), zero, zero),
+                                          maximum_iterations=images.MAX_PARTS + 1)
+    limit = images.png_image_data_limit(needed)
+    return [tf.debugging.Assert(chunks <= images.MAX_PARTS, [images.TOO_MANY_CHUNKS]),
+            tf.debugging.Assert(compressed <= limit, [tf.strings.format(
+                images.PNG_DATA_TOO_LONG, (compressed, width, height, limit))])]
+
+
 def png_on_white(data, channels):
     """A PNG's pixels, uint8 [H, W, channels], composited onto white by its alpha (an alpha channel or a tRNS
     colour key): `round(colour * a + 255 * (1 - a))` with a in [0, 1], exact in integers; an opaque PNG's pixels
@@ -107,8 +142,12 @@ def decode_images(image_bytes, spec: CaptchaSpec):
             with tf.control_dependencies(_jpeg_checks(data)):
                 return tf.io.decode_jpeg(data, channels=spec.channels)
 
+        def png():
+            with tf.control_dependencies(_png_image_data_checks(data)):
+                return png_on_white(data, spec.channels)
+
         with tf.control_dependencies([size_ok]):  # nothing is decoded before the size is known to be right
-            image = tf.cond(is_png, lambda: png_on_white(data, spec.channels), jpeg)
+            image = tf.cond(is_png, png, jpeg)
         if stored != render:
             image = tf.cond(is_stored, lambda: image, lambda: box_downscale(image, stored))
         return tf.ensure_shape(image, spec.input_shape)

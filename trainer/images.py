@@ -6,13 +6,20 @@ model) or at its stored size (`spec.store_size`), at most `MAX_IMAGE_BYTES` long
 with a one-line reason, in this order and at this cost:
   1. size and header: the file's length, the PNG IHDR or JPEG frame header (so a 388 KB PNG that claims
      20000x20000 pixels costs nothing);
-  2. the work decoding would take, bounded by what the header declares: a PNG's image data is inflated here,
-     at most one byte past what its rows need (`png_image_data_bytes`), so data that inflates to gigabytes
-     behind a 120x100 header costs a 120x100 image's work; a JPEG may have at most `MAX_JPEG_SCANS` scans
-     (each progressive scan passes over the whole image) and must end with its end-of-image marker.
+  2. the work decoding would take, bounded by what the header declares: a PNG has at most `MAX_PARTS` chunks,
+     its compressed image data at most `png_image_data_limit` bytes (twice its rows + 1 KiB: no encoder
+     writes more), and that data is inflated here at most one byte past what its rows need
+     (`png_image_data_bytes`), so data that inflates to gigabytes behind a 120x100 header costs a 120x100
+     image's work; a JPEG may have at most `MAX_JPEG_SCANS` start-of-scan markers (each scan is a pass over
+     the image) and `MAX_PARTS` segments, and must end with its end-of-image marker (so libjpeg never meets
+     a truncated one). PNG's compressed ancillary chunks (zTXt, iTXt, iCCP) are left to libpng, which caps
+     what it inflates for them (a 4 MB zTXt bomb costs TensorFlow's decoder under 0.05 s).
 Pixels are decoded, and transparency composited onto white, by the SavedModel's bytes signature
 (`trainer.export.decode_images`), which `predict` and `serve` call and TF Serving calls after
-`launch deploy`; it checks in-graph what it can of this policy (sizes, formats, JPEG colour components).
+`launch deploy`. It checks in-graph, with the same words, all of this but the inflation itself and the
+JPEG's segment walk (it asks only that an end-of-image marker occur): file length, format, size, a JPEG's
+colour components and scans, a PNG's chunk count and image data length, so the work TF Serving spends on
+any input is bounded by an accepted image's size too.
 `read_file` is the one way a named image file is read. Pure Python: no TensorFlow, no PIL.
 """
 import errno
@@ -36,6 +43,8 @@ JPEG_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # after entropy-co
 JPEG_COMPONENTS = "JPEG with {} colour components (CMYK?): send grayscale or RGB"  # also tf.strings.format's
 TOO_MANY_SCANS = f"JPEG with more than {MAX_JPEG_SCANS} scans: send a baseline or ordinary progressive JPEG"
 JPEG_TRUNCATED = "truncated JPEG (no end-of-image marker)"  # wherever it was cut
+PNG_DATA_TOO_LONG = "PNG image data is {} bytes: more than the rows of a {}x{} image take ({} at most)"  # also tf.strings.format's (no quote marks: Assert escapes them)
+TOO_MANY_CHUNKS = f"PNG with more than {MAX_PARTS} chunks: not a captcha image"
 TOO_LARGE = f"larger than {MAX_IMAGE_BYTES} bytes: not a captcha image"
 JPEG_FRAMES = {0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive"}  # the ones we decode
 JPEG_OTHER_FRAMES = {0xC3: "lossless", 0xC5: "hierarchical", 0xC6: "hierarchical", 0xC7: "hierarchical",
@@ -65,13 +74,13 @@ def _png_chunks(data):
             raise Refused("truncated PNG (no IEND chunk)" if image_data else "truncated PNG (no image data)")
         length, kind = struct.unpack(">I4s", data[offset:offset + 8])
         image_data |= kind == b"IDAT"
-        parts += 1
-        if parts > MAX_PARTS:
-            raise Refused(f"PNG with more than {MAX_PARTS} chunks: not a captcha image")
         if offset + 12 + length > len(data):
             raise Refused(f"truncated PNG ({kind.decode('latin-1')!r} chunk cut short)")
         if kind == b"IEND":
             return
+        parts += 1
+        if parts > MAX_PARTS:
+            raise Refused(TOO_MANY_CHUNKS)
         yield kind, data[offset + 8:offset + 8 + length]
         offset += 12 + length
 
@@ -87,27 +96,37 @@ def _png_size(data):
     raise Refused("truncated PNG (no image data)")
 
 
-def png_image_data_bytes(width, height, depth, colour, interlace):
-    """The bytes a PNG's image data inflates to: per row one filter byte and its packed samples, for each of
-    Adam7's seven passes if interlaced (PNG specification, sections 7.2 and 8.2)."""
-    bits = depth * PNG_CHANNELS[colour]
-    passes = ADAM7 if interlace else ((0, 0, 1, 1),)
+def png_image_data_bytes(width, height, bits, interlaced):
+    """The bytes a PNG's image data inflates to, for pixels of `bits` bits: per row one filter byte and its packed
+    samples, for each of Adam7's seven passes if interlaced (PNG specification, sections 7.2 and 8.2). Works on
+    ints and on int64 tensors (the bytes signature's check) alike; `interlaced` is a bool."""
     total = 0
-    for x0, y0, dx, dy in passes:
+    for x0, y0, dx, dy in ADAM7 if interlaced else ((0, 0, 1, 1),):
         columns, rows = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
-        if columns and rows:
-            total += rows * (1 + (columns * bits + 7) // 8)
+        total += (1 - 1 // (columns + 1)) * rows * (1 + (columns * bits + 7) // 8)  # a pass without columns has no rows
     return total
 
 
+def png_image_data_limit(needed):
+    """The most bytes a PNG's compressed image data may take for rows of `needed` bytes: twice them and 1 KiB,
+    above any encoder's stored (uncompressed) blocks, even one block per row. What inflating it may cost is
+    then bounded by the header (deflate inflates at most ~1,032 bytes per byte), here and in the bytes
+    signature, which TF Serving runs. Works on ints and on TensorFlow tensors."""
+    return 2 * needed + 1024
+
+
 def _png_data_problem(data):
-    """None if the PNG's image data inflates to exactly what its header's rows need, else why not. The zlib
-    stream is inflated at most one byte past that, so the work is bounded by the header, not by the data."""
-    width, height, *layout = _png_header(data)
-    needed = png_image_data_bytes(width, height, *layout)
+    """None if the PNG's image data is at most `png_image_data_limit` bytes and inflates to exactly what its
+    header's rows need, else why not. The zlib stream is inflated at most one byte past that, so the work is
+    bounded by the header, not by the data."""
+    width, height, depth, colour, interlace = _png_header(data)
+    needed = png_image_data_bytes(width, height, depth * PNG_CHANNELS[colour], interlace == 1)
+    compressed = b"".join(body for kind, body in _png_chunks(data) if kind == b"IDAT")
+    if len(compressed) > png_image_data_limit(needed):
+        return PNG_DATA_TOO_LONG.format(len(compressed), width, height, png_image_data_limit(needed))
     inflater = zlib.decompressobj()
     try:
-        rows = inflater.decompress(b"".join(body for kind, body in _png_chunks(data) if kind == b"IDAT"), needed + 1)
+        rows = inflater.decompress(compressed, needed + 1)
         if len(rows) == needed and not inflater.eof:  # what is left may only end the stream
             rows += inflater.decompress(inflater.unconsumed_tail, 1)
     except zlib.error as e:
