@@ -200,8 +200,9 @@ def one_error_line_after_start(capsys):
 
 
 def test_a_pipe_job_over_many_small_objects_keeps_its_model(make_dataset, tmp_path, capsys):
-    """The reported case, smaller: one-record objects, RecordIO, one epoch. The trainer closes the train FIFO
-    it no longer needs while the feeder is still writing; the job completes with its model."""
+    """The reported case, smaller: one-record objects, RecordIO, one epoch. When the trainer ends, it closes
+    the train FIFO it was reading ahead in, whether the feeder is writing it or not (the feeder's side of
+    that is tests/test_faults_feeder.py); the job completes with its model either way."""
     dataset = make_dataset("-d", "--train-examples", "600", "--validation-examples", "64", "--test-examples", "8",
                            "--num-shards", "600", "--image-format", "raw", "--store-size", "60x50")
     rc = local.main([str(dataset), "--output-path", str(tmp_path / "out"), "--job-name", "many",
@@ -209,7 +210,7 @@ def test_a_pipe_job_over_many_small_objects_keeps_its_model(make_dataset, tmp_pa
                      "--hp", "batch-size=32"])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    assert "closed by the reader" in err and "BrokenPipeError" not in err
+    assert "BrokenPipeError" not in err and "error" not in err
     with tarfile.open(tmp_path / "out" / "many" / "output" / "model.tar.gz") as tar:
         assert "1/saved_model.pb" in tar.getnames()
     assert sorted(p.name for p in (tmp_path / "out" / "many" / "output").iterdir()) == ["model.tar.gz",
