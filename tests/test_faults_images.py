@@ -311,3 +311,44 @@ def test_predict_and_serve_read_the_transparent_captcha_as_the_flat_one(tiny_mod
     client = serve.create_app(str(tiny_model)).test_client()
     answers = [client.post("/invocations", data=data, content_type="image/png").json for data in (see_through, flat)]
     assert answers[0] == answers[1] and "predictions" in answers[0]
+
+
+def padded_scan(data):
+    """A JPEG cut inside its scan and given back its end marker: libjpeg warns and pads with grey."""
+    return data[:len(data) // 2] + images.JPEG_END
+
+
+@pytest.mark.timeout(120, func_only=True)
+def test_a_jpeg_libjpeg_calls_corrupt_is_refused_with_its_words_and_nothing_else_printed(tiny_model, tmp_path):
+    """libjpeg prints "Corrupt JPEG data: ..." on file descriptor 2 and decodes on; predict (a fresh process,
+    in batches with good images) and serve give that as the one reason, and print nothing else."""
+    corrupt = padded_scan(encoded(Image.effect_noise((40, 24), 60), "JPEG"))
+    assert images.refusal(corrupt, SPEC) is None  # nothing the policy can see without decoding
+    (tmp_path / "corrupt.jpg").write_bytes(corrupt)
+    (tmp_path / "good.jpg").write_bytes(jpeg())
+    (tmp_path / "good.png").write_bytes(Renderer(SPEC).render("12", 0))
+    proc = subprocess.run([sys.executable, "-m", "trainer.predict", "--model-dir", str(tiny_model), str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=100)
+    reason = "could not decode: Corrupt JPEG data: premature end of data segment"
+    assert proc.returncode == 1 and proc.stderr == f"error: {tmp_path / 'corrupt.jpg'}: {reason}\n"
+    assert proc.stdout.splitlines()[-1] == "predicted 2 file(s), 1 error(s)"
+    from trainer import serve
+
+    r = serve.create_app(str(tiny_model)).test_client().post("/invocations", data=corrupt, content_type="image/jpeg")
+    assert r.status_code == 400 and r.json == {"error": f"instance 0: {reason}"}
+
+
+def test_decoder_lines_are_sorted_while_captured(capfd):
+    """What reaches file descriptor 2 during a JPEG batch: libjpeg's corrupt-data lines become the reason, its
+    metadata notes and TensorFlow's jpeg_mem lines are dropped, anything else is passed on, nothing is lost."""
+    from trainer import export
+
+    def call():
+        for line in ("Corrupt JPEG data: 3 extraneous bytes before marker 0xd9", "Warning: unknown JFIF revision number 1.03",
+                     "E0000 00:00:1796000572.599657   15440 jpeg_mem.cc:331] Premature end of JPEG data.",
+                     "a line of someone else's"):
+            os.write(2, (line + "\n").encode())
+        return 42
+
+    assert export._with_decoder_warnings(call) == (42, ["Corrupt JPEG data: 3 extraneous bytes before marker 0xd9"])
+    assert capfd.readouterr().err == "a line of someone else's\n"

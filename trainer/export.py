@@ -15,6 +15,9 @@ The spec, with both sizes, travels as `1/assets.extra/captcha_spec.json`.
 import json
 import os
 import re
+import sys
+import tempfile
+import threading
 
 import keras
 import numpy as np
@@ -158,14 +161,52 @@ def decode_images(image_bytes, spec: CaptchaSpec):
 def predict_each(signature, image_bytes):
     """Run the bytes signature on images the policy accepted: per image, (text, confidence, probabilities) or
     the reason it could not be decoded. One call for a clean batch; a batch that fails is retried image by
-    image to find the culprits."""
+    image to find the culprits. libjpeg prints its warnings about corrupt data (a scan cut short and padded,
+    say) straight to file descriptor 2 and decodes on; a batch with JPEGs is run with those lines captured,
+    and an image that caused one is refused with it as the reason instead of being printed beside ours."""
     try:
-        out = signature(image_bytes=tf.constant(image_bytes))
+        if any(image.startswith(images.JPEG_SIGNATURE) for image in image_bytes):
+            out, warnings = _with_decoder_warnings(lambda: signature(image_bytes=tf.constant(image_bytes)))
+        else:
+            out, warnings = signature(image_bytes=tf.constant(image_bytes)), []
     except tf.errors.InvalidArgumentError as e:
         if len(image_bytes) == 1:
             return ["could not decode: " + re.sub(r"\{\{.*?\}\}\s*", "", e.message).splitlines()[0]]
         return [result for one in image_bytes for result in predict_each(signature, [one])]
-    return _results(out)
+    if warnings and len(image_bytes) > 1:
+        return [result for one in image_bytes for result in predict_each(signature, [one])]
+    return [f"could not decode: {warnings[0]}"] if warnings else _results(out)
+
+
+# libjpeg's warnings (jerror.h): data it calls corrupt, which it decodes on, padding with grey; notes on metadata;
+# and TensorFlow's own log lines about a JPEG it refuses (the InvalidArgument error says it again)
+LIBJPEG_CORRUPT = re.compile(r"Corrupt JPEG data|Premature end of JPEG file|Inconsistent progression sequence|"
+                             r"Invalid SOS parameters")
+DECODER_NOTES = re.compile(r"Warning: |[IWE]\d{4} [^\]]* jpeg_mem\.cc:\d+\] ")
+_FD2 = threading.Lock()  # one capture of file descriptor 2 at a time in this process
+
+
+def _with_decoder_warnings(call):
+    """(call(), libjpeg's lines about corrupt data) with file descriptor 2 captured during the call. Its notes
+    about metadata and TensorFlow's JPEG log lines are dropped; any other line written there meanwhile (by
+    another thread, say) is passed on to it afterwards."""
+    with _FD2, tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        real = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            return call(), [line for line in _lines(captured) if LIBJPEG_CORRUPT.match(line)]
+        finally:
+            os.dup2(real, 2)
+            os.close(real)
+            others = [line for line in _lines(captured) if not (LIBJPEG_CORRUPT.match(line) or DECODER_NOTES.match(line))]
+            if others:
+                print("\n".join(others), file=sys.stderr, flush=True)
+
+
+def _lines(captured):
+    captured.seek(0)
+    return captured.read().decode(errors="replace").splitlines()
 
 
 def predict_pixels(signature, pixels):
