@@ -26,6 +26,7 @@ import sys
 import time
 
 from launch.local import free_ports
+from tfrecord import sagemaker
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 64
@@ -109,7 +110,7 @@ def run_row(row, root, work, epochs):
         return rate(finish([proc], ROWS[row]), ROWS[row])
     if row in "bd":
         return rate(finish([trainer(root, out, epochs, "0" if row == "b" else None)], ROWS[row]), ROWS[row])
-    hosts = ["algo-1", "algo-2"]
+    hosts = [sagemaker.host_name(i) for i in range(2)]
     workers = json.dumps({h: f"127.0.0.1:{p}" for h, p in zip(hosts, free_ports(2))})
     procs = [trainer(root, f"{out}/{h}", epochs, str(i), {"SM_HOSTS": json.dumps(hosts), "SM_CURRENT_HOST": h,
                                                          "CAPTCHA_PIPELINE_WORKERS": workers})

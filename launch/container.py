@@ -11,8 +11,6 @@ from launch.pipe_agent import objects_for_host
 from tfrecord import sagemaker, storage
 from tfrecord.streams import BLOCK_SIZE
 
-HOST = "algo-1"
-
 
 @contextlib.contextmanager
 def container_root(root):
@@ -40,7 +38,7 @@ def download_channel(channel, objects, prefix, config, host_index=0, host_count=
             shutil.copyfileobj(src, dst, BLOCK_SIZE)
 
 
-def write_contract(channels, hps, host=HOST, hosts=(HOST,)):
+def write_contract(channels, hps, host, hosts):
     """Folders and config JSONs under the root for `host` of `hosts`; returns the SM_* variables for its trainer."""
     for path in (sagemaker.config_dir(), sagemaker.data_dir(), sagemaker.model_dir(),
                  sagemaker.output_data_dir(), sagemaker.checkpoint_dir()):

@@ -9,7 +9,6 @@ removes all three.
 import argparse
 import base64
 import json
-import os
 
 from launch import sagemaker_job
 from tfrecord import storage
@@ -19,7 +18,7 @@ from trainer import images
 
 def _parser(action, description):
     p = argparse.ArgumentParser(prog=f"captcha-pipeline launch {action}", description=description)
-    p.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    sagemaker_job.add_region_argument(p)
     return p
 
 

@@ -170,7 +170,7 @@ def run_job(args, root):
                                  "InputDataConfig": {c: config for c, (_, config) in channels.items()},
                                  "HyperParameters": hps})
     several = args.instance_count > 1
-    names = [f"algo-{i + 1}" for i in range(args.instance_count)]
+    names = [sagemaker.host_name(i) for i in range(args.instance_count)]
     hosts = [Host(n, i, os.path.join(root, n) if several else root) for i, n in enumerate(names)]
     workers = json.dumps({n: f"127.0.0.1:{port}" for n, port in zip(names, free_ports(len(names)))})
     for host in hosts:

@@ -19,11 +19,16 @@ from tfrecord.sagemaker import CHECKPOINT_DIR
 FINAL_STATUSES = ("Completed", "Failed", "Stopped")
 
 
+def add_region_argument(p):
+    """--region: AWS_DEFAULT_REGION, else us-east-1; the one default of every command that calls SageMaker."""
+    p.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="captcha-pipeline launch train", description=__doc__.splitlines()[0])
     job_config.add_job_arguments(p)
     p.add_argument("--role", required=True, help="SageMaker execution role ARN")
-    p.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    add_region_argument(p)
     p.add_argument("--instance-type", default="ml.c5.2xlarge")
     p.add_argument("--volume-size", type=int, default=30, help="GB (File mode downloads the shards here)")
     p.add_argument("--framework-version", default="2.21", help="TensorFlow training image version")

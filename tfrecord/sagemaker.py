@@ -18,6 +18,11 @@ WORKERS_ENV = "CAPTCHA_PIPELINE_WORKERS"
 WORKER_PORT = 2222
 
 
+def host_name(index):
+    """SageMaker's name for instance `index` (0-based) of a job: algo-1, algo-2, ...; algo-1 is the chief."""
+    return f"algo-{index + 1}"
+
+
 def root():
     return os.environ.get(ROOT_ENV, OPT_ML)
 
@@ -86,16 +91,11 @@ def input_data_config():
     return _config("inputdataconfig.json", "SM_INPUT_DATA_CONFIG") or {}
 
 
-def hyperparameters():
-    """Hyperparameters as SageMaker gives them: every value a string."""
-    return _config("hyperparameters.json", "SM_HPS") or {}
-
-
 def hosts():
     """(current_host, all hosts sorted); a single local host outside SageMaker."""
     if "SM_HOSTS" in os.environ:
-        return os.environ.get("SM_CURRENT_HOST", "algo-1"), sorted(json.loads(os.environ["SM_HOSTS"]))
-    config = _config("resourceconfig.json") or {"current_host": "algo-1", "hosts": ["algo-1"]}
+        return os.environ.get("SM_CURRENT_HOST", host_name(0)), sorted(json.loads(os.environ["SM_HOSTS"]))
+    config = _config("resourceconfig.json") or {"current_host": host_name(0), "hosts": [host_name(0)]}
     return config["current_host"], sorted(config["hosts"])
 
 
