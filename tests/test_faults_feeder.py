@@ -191,3 +191,19 @@ for block in read_fifo("train", 0, {"CompressionType": "Gzip"}, timeout=60):
     inflated, growth = _measure(tmp_path, setup, work)
     assert inflated == size
     assert growth < GROWTH_LIMIT, f"the reader grew by {growth >> 20} MiB"
+
+
+def test_a_record_claiming_more_than_a_record_may_hold_is_refused_at_its_header():
+    """A header with a valid CRC that claims 1 TiB: one line naming the offset, before a byte of it is held."""
+    import struct
+
+    from tfrecord.errors import CorruptRecordError
+    from tfrecord.framing import RecordSplitter, masked_crc32c
+
+    length = struct.pack("<Q", 1 << 40)
+    claim = length + struct.pack("<I", masked_crc32c(length))
+    splitter = RecordSplitter("train_0")
+    assert splitter.feed(frame(b"fine")) == [b"fine"]
+    with pytest.raises(CorruptRecordError, match=r"^train_0: corrupt record at byte 20: record length 1099511627776 "
+                                                 r"is over the 64 MiB a record may hold$"):
+        splitter.feed(claim + bytes(100))

@@ -13,6 +13,7 @@ from tfrecord.streams import BLOCK_SIZE
 
 _HEADER = struct.Struct("<QI")
 _FOOTER = struct.Struct("<I")
+MAX_RECORD_BYTES = 64 << 20  # far above any Example of ours (an image is at most 4 MiB): a larger claim is damage
 
 
 def masked_crc32c(data):
@@ -27,7 +28,8 @@ def frame(record):
 
 
 class RecordSplitter:
-    """Feed arbitrary chunks, get whole verified records back; errors name the source and byte offset."""
+    """Feed arbitrary chunks, get whole verified records back; errors name the source and byte offset.
+    Holds at most one record (MAX_RECORD_BYTES) beyond the chunk at hand, whatever a header claims."""
 
     def __init__(self, source):
         self.source = source
@@ -43,6 +45,9 @@ class RecordSplitter:
                 if kind := content.identify(buf[pos:pos + 16]):
                     raise NotTFRecordError(self.source, self.offset + pos, *kind)
                 raise CorruptRecordError(self.source, self.offset + pos, "header (length) CRC mismatch")
+            if length > MAX_RECORD_BYTES:  # never buffer a stream's worth of bytes on a header's word
+                raise CorruptRecordError(self.source, self.offset + pos, f"record length {length} is over the "
+                                                                         f"{MAX_RECORD_BYTES >> 20} MiB a record may hold")
             end = pos + _HEADER.size + length + _FOOTER.size
             if end > len(buf):
                 break
