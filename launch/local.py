@@ -231,6 +231,19 @@ def run_job(args, root):
     return 0, None
 
 
+def _remove_all_but(root, kept):
+    """Remove the temporary `root`, or, when run_job kept a folder in it (outputs whose upload failed, a failed
+    job's exported model), everything else in it: the only copy of a trained model is never thrown away."""
+    if not kept:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for path in (os.path.join(root, name) for name in os.listdir(root)):
+        if os.path.islink(path) or not os.path.isdir(path):  # e.g. checkpoints -> --checkpoint-path: not ours
+            os.remove(path)
+        elif path != kept:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _terminated(signum, frame):
     raise SystemExit(128 + signum)
 
@@ -249,9 +262,7 @@ def main(argv=None):
         try:
             status, kept = run_job(args, root)
             return status
-        finally:  # what is kept (a trained model whose upload failed, say) is never the one copy thrown away
-            for path in [os.path.join(root, n) for n in os.listdir(root) if os.path.join(root, n) != kept] if kept \
-                    else [root]:
-                shutil.rmtree(path, ignore_errors=True)
+        finally:
+            _remove_all_but(root, kept)
     finally:
         signal.signal(signal.SIGTERM, previous)
