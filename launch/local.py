@@ -10,6 +10,13 @@ The trainers run from the same source folder `launch train` uploads, their lines
 host name when there are several. The chief's (algo-1's) model.tar.gz and output.tar.gz, or the job's
 failure, go to `<output-path>/<job>/output/`.
 
+Before any trainer starts, the job name (SageMaker's TrainingJobName rule), the hyperparameters (none may
+move an output out of the container) and the output are checked, and the name is taken in the output
+(`<job>/job.json`, launch/artifacts.py): a second job of that name there is refused, as SageMaker refuses
+a duplicate name. A trainer that exits 0 without exporting into its model dir fails the job. When an
+upload fails at the end, the outputs stay on local disk and the error line names the folder; a failed
+job's exported model is kept the same way.
+
 The first failure stops the job: a trainer that exits non-zero, a Pipe feeder's error, or SIGTERM to
 this command. Every trainer still running then gets SIGTERM (as SageMaker sends at a spot interruption:
 the trainer saves a checkpoint and exits) and SIGKILL after a grace period. The failure reason lists what
