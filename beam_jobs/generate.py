@@ -11,6 +11,7 @@ DoFn (Beam's WriteToTFRecord fails to finalize on the DaskRunner) and the manife
 so a dataset without dataset.json is never mistaken for a finished one.
 """
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,13 +25,13 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, WorkerOptions
 
-from beam_jobs.plan import MIN_SHARDS, TARGET_SHARD_BYTES, build_plan, describe
+from beam_jobs.plan import MIN_SHARDS, TARGET_SHARD_BYTES, build_plan, describe, long_run_notice
 from beam_jobs.progress import ProgressBar, Reporter
 from beam_jobs.render import Renderer
-from tfrecord import quiet, storage
+from tfrecord import flags, quiet, storage
 from tfrecord.errors import UserError, exits_on_user_error
 from tfrecord.manifest import MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SplitInfo, read_manifest, shard_path
-from tfrecord.spec import IMAGE_FORMATS
+from tfrecord.spec import IMAGE_FORMATS, MODES, CaptchaSpec, default_width
 
 # Beam's SDK harness warns on every worker start about things this job does not use (a main session,
 # flags the runner itself added); real warnings from every other module stay on.
@@ -38,27 +39,30 @@ QUIET_WORKER_LOGGERS = {"__main__": "ERROR", "apache_beam.options.pipeline_optio
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="captcha-pipeline generate", description=__doc__.split("\n")[0],
-                                epilog="Other flags go to Beam's PipelineOptions (--runner, --direct_num_workers, --s3_endpoint_url, ...).")
-    p.add_argument("--output", required=True, help="local directory or s3://bucket/prefix")
+    spec = {f.name: f.default for f in dataclasses.fields(CaptchaSpec)}  # the defaults live in the spec
+    p = flags.ArgumentParser(prog="captcha-pipeline generate", description=__doc__.split("\n")[0],
+                             epilog="Other flags go to Beam's PipelineOptions (--runner, --direct_num_workers, --s3_endpoint_url, ...).")
+    p.add_argument("--output", required=True, type=flags.creatable_folder, help="local directory or s3://bucket/prefix")
     p.add_argument("-d", "--digits", action="store_true", help="add 0-9 to the alphabet")
     p.add_argument("-l", "--lower", action="store_true", help="add a-z to the alphabet")
     p.add_argument("-u", "--upper", action="store_true", help="add A-Z to the alphabet")
     p.add_argument("--chars", default="", help="add these characters to the alphabet")
-    p.add_argument("--length", "--npi", type=int, default=4, help="characters per captcha")
-    p.add_argument("--width", type=int, default=0, help="image width (default 40 + 20 * length)")
-    p.add_argument("--height", type=int, default=100)
-    p.add_argument("--color-mode", choices=["L", "RGB"], default="L", help="grayscale (default) or RGB like the seed")
-    p.add_argument("--font", action="append", default=[], help="TrueType font file (repeatable; default: captcha's)")
-    p.add_argument("--image-format", choices=IMAGE_FORMATS, default="png", help="stored as PNG, or raw uint8 pixels")
+    p.add_argument("--length", "--npi", type=flags.positive_int, default=spec["length"], help="characters per captcha")
+    p.add_argument("--width", type=flags.non_negative_int, default=spec["width"],
+                   help=f"image width (default {default_width(0)} + {default_width(1) - default_width(0)} * length)")
+    p.add_argument("--height", type=flags.positive_int, default=spec["height"])
+    p.add_argument("--color-mode", choices=sorted(MODES), default=spec["mode"], help="grayscale (default) or RGB like the seed")
+    p.add_argument("--font", action="append", default=[], type=flags.regular_file,
+                   help="TrueType font file (repeatable; default: captcha's)")
+    p.add_argument("--image-format", choices=IMAGE_FORMATS, default=spec["image_format"], help="stored as PNG, or raw uint8 pixels")
     p.add_argument("--store-size", default="", metavar="WxH", help="store a box-filter downscale of the render (default: the render size)")
-    p.add_argument("--train-examples", type=int, default=10000)
-    p.add_argument("--validation-examples", type=int, default=1000)
-    p.add_argument("--test-examples", type=int, default=1000)
+    p.add_argument("--train-examples", type=flags.non_negative_int, default=10000)
+    p.add_argument("--validation-examples", type=flags.non_negative_int, default=1000)
+    p.add_argument("--test-examples", type=flags.non_negative_int, default=1000)
     p.add_argument("--holdout-labels", action="store_true", help="no validation/test label string occurs in train")
-    p.add_argument("-n", "--permutations", type=int, help="seed mode: every arrangement of distinct characters N times for train")
-    p.add_argument("-t", "--test-ratio", type=float, default=0.2, help="seed mode: test rounds = max(1, int(N * ratio))")
-    p.add_argument("--num-shards", type=int, help=f"shards per split (default: enough for <= {TARGET_SHARD_BYTES // 10**6} MB "
+    p.add_argument("-n", "--permutations", type=flags.positive_int, help="seed mode: every arrangement of distinct characters N times for train")
+    p.add_argument("-t", "--test-ratio", type=flags.fraction, default=0.2, help="seed mode: test rounds = max(1, int(N * ratio))")
+    p.add_argument("--num-shards", type=flags.positive_int, help=f"shards per split (default: enough for <= {TARGET_SHARD_BYTES // 10**6} MB "
                    f"each, at least {MIN_SHARDS})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a different dataset already at --output")
@@ -133,7 +137,8 @@ class RenderShards(beam.PTransform):
 
     def expand(self, pbegin):
         return (pbegin
-                | "Shards" >> beam.Create(self.plan.shard_keys())  # (split, shard)
+                | "ShardRanges" >> beam.Create(list(self.plan.shard_ranges()))  # (split, first, stop): a few per split
+                | "Shards" >> beam.FlatMap(self.plan.shards_in)  # (split, shard)
                 | "Chunks" >> beam.FlatMap(self.plan.chunks)  # (split, shard, first, stop): positions in the shard
                 | "Spread" >> beam.Reshuffle()  # the same, spread over the workers
                 | "Render" >> beam.ParDo(RenderChunk(self.plan, self.progress_dir))  # ((split, shard), (first, bytes, count))
@@ -260,6 +265,9 @@ def run(argv=None):
     if args.dry_run:
         print(describe(plan, workers(options)))
         return None
+    notice = long_run_notice(plan, workers(options))
+    if notice:
+        print(notice, flush=True)
     output = args.output.rstrip("/")
     use_s3_options(options)
     storage.check_writable(output)

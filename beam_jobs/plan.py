@@ -3,18 +3,16 @@
 Shards: by default a split gets as many shards as keep each under TARGET_SHARD_BYTES (estimated from a
 sample render with the real spec), and at least MIN_SHARDS, so a split can be spread over that many
 hosts. Example i of a split goes to shard i % shards; a shard is rendered CHUNK examples at a time.
+The driver creates at most SHARD_RANGES ranges of shard numbers per split and the pipeline enumerates
+the shards in them, so the driver's memory does not grow with the number of shards.
 """
 import dataclasses
 import math
-import os
 import time
-
-import captcha.image
-from PIL import ImageFont
 
 from beam_jobs.labels import PermutationLabels, UniformLabels
 from beam_jobs.progress import duration
-from beam_jobs.render import Renderer, example_seed
+from beam_jobs.render import DEFAULT_FONT_SIZES, Renderer, check_drawable, check_fonts, example_seed, font_sizes
 from tfrecord.errors import UserError
 from tfrecord.framing import frame
 from tfrecord.manifest import PLAN_VERSION
@@ -28,6 +26,8 @@ TARGET_SHARD_BYTES = 128 * 10**6
 MIN_SHARDS = 4  # so a split can be spread over several SageMaker hosts (ShardedByS3Key)
 HOLDOUT_FRACTION = 0.1
 SAMPLE_EXAMPLES = 24  # rendered before the job: sizes the shards, checks the spec renders, times a dry run
+SHARD_RANGES = 64  # work items the driver creates per split, however many shards: its memory stays constant
+LONG_RUN_SECONDS = 24 * 3600  # a run estimated to take longer prints its estimate first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +54,24 @@ class Plan:
         text = self.labels.label(split, index)
         return frame(encode_example(renderer.render(text, example_seed(self.seed, split, index)), text, self.spec))
 
+    def shard_ranges(self):
+        """(split, first, stop): shard numbers first..stop-1, at most SHARD_RANGES per split. The driver
+        creates these; the shards themselves are enumerated inside the pipeline (shards_in)."""
+        for split, n in self.shards.items():
+            step = math.ceil(n / SHARD_RANGES)
+            for first in range(0, n, step):
+                yield split, first, min(n, first + step)
+
+    def shards_in(self, shard_range):
+        """(split, first, stop) -> (split, shard) for each of its shards, one at a time."""
+        split, first, stop = shard_range
+        for shard in range(first, stop):
+            yield split, shard
+
     def shard_keys(self):
-        return [(split, shard) for split, n in self.shards.items() for shard in range(n)]
+        """(split, shard) for every shard of every split, one at a time."""
+        for shard_range in self.shard_ranges():
+            yield from self.shards_in(shard_range)
 
     def shard_examples(self, split, shard):
         return len(range(shard, self.examples[split], self.shards[split]))
@@ -80,57 +96,30 @@ def build_plan(args):
                        mode=args.color_mode, fonts=tuple(args.font), image_format=args.image_format,
                        store_width=store_width, store_height=store_height)
     check_fonts(spec)
+    sizes = font_sizes(spec)
+    check_drawable(spec, sizes)
     if args.permutations is not None:
-        if args.permutations < 1 or not 0 < args.test_ratio <= 1:
-            raise UserError("--permutations must be >= 1 and --test-ratio in (0, 1]")
         rounds = {"train": args.permutations, "test": max(1, int(args.permutations * args.test_ratio))}
         labels = PermutationLabels(spec, args.seed, rounds)
         counts = {split: r * PermutationLabels.count(spec) for split, r in rounds.items()}
         mode, options = "permutations", {"permutations": args.permutations, "test_ratio": args.test_ratio}
     else:
         counts = {"train": args.train_examples, "validation": args.validation_examples, "test": args.test_examples}
-        if min(counts.values()) < 0 or not any(counts.values()):
-            raise UserError("example counts must be >= 0 and not all zero")
+        if not any(counts.values()):
+            raise UserError("--train-examples, --validation-examples and --test-examples are all 0")
         if args.holdout_labels and not counts["train"]:
             raise UserError("--holdout-labels needs --train-examples > 0")
         labels = UniformLabels(spec, args.seed, HOLDOUT_FRACTION if args.holdout_labels else None)
         mode, options = "uniform", {"holdout_labels": args.holdout_labels, "holdout_fraction": HOLDOUT_FRACTION}
     counts = {split: n for split, n in counts.items() if n}
-    if args.num_shards is not None and args.num_shards < 1:
-        raise UserError("--num-shards must be >= 1")
     plan = Plan(spec, args.seed, mode, labels, counts, shards={}, options=options, sample=None)
     sample = measure(plan)
     shards = {split: min(n, args.num_shards or max(MIN_SHARDS, math.ceil(n * sample.bytes / TARGET_SHARD_BYTES)))
               for split, n in counts.items()}
     options = {**options, "examples": counts, "num_shards": shards, "plan_version": PLAN_VERSION}
+    if sizes != DEFAULT_FONT_SIZES:  # scaled to fit the height: recorded (dataset.json as before otherwise)
+        options["font_sizes"] = list(sizes)
     return dataclasses.replace(plan, shards=shards, options=options, sample=sample)
-
-
-def check_fonts(spec):
-    """Refuse fonts that are missing, not fonts, or cannot draw every character of the alphabet.
-
-    captcha draws each character with a font picked at random, so every font must have every character.
-    A character missing from a font's character map is drawn as its .notdef glyph (a box, or nothing).
-    """
-    for path in spec.fonts or captcha.image.DEFAULT_FONTS:
-        if not os.path.isfile(path):
-            raise UserError(f"font file not found: {path}")
-        try:
-            font = ImageFont.truetype(path, 50)
-        except OSError as e:
-            raise UserError(f"--font {path}: not a font ({e})") from None
-        missing = _glyph(font, "\uffff")  # a noncharacter: never in a character map
-        cannot = [c for c in spec.alphabet if _glyph(font, c) in (missing, None)]
-        if cannot:
-            raise UserError(f"font {os.path.basename(path)} cannot draw {''.join(cannot)!r}; "
-                            "choose other characters or pass --font files that have them")
-
-
-def _glyph(font, char):
-    """The bitmap `font` draws for `char`, or None if it draws nothing."""
-    mask = font.getmask(char)
-    ink = bytes(mask)
-    return (mask.size, ink) if any(ink) else None
 
 
 def measure(plan):
@@ -144,6 +133,23 @@ def measure(plan):
     return Sample(n, (time.perf_counter() - start) / n, sum(sizes) / n)
 
 
+def estimated_seconds(plan, workers, examples=None):
+    """Rendering time of `examples` (default: all of the plan's) on `workers` workers of one core each,
+    from the sample rendered here; start-up not counted."""
+    examples = sum(plan.examples.values()) if examples is None else examples
+    return examples * plan.sample.seconds / workers
+
+
+def long_run_notice(plan, workers):
+    """The line printed before a run estimated to take more than LONG_RUN_SECONDS, else None."""
+    seconds = estimated_seconds(plan, workers)
+    if seconds <= LONG_RUN_SECONDS:
+        return None
+    total = sum(plan.examples.values())
+    return (f"generate: estimated {duration(seconds)} on {workers} worker{'s' * (workers > 1)} for {total:,} examples "
+            f"(~{_bytes(total * plan.sample.bytes)} in {sum(plan.shards.values()):,} shards); --dry-run prints the plan")
+
+
 def describe(plan, workers):
     """The dry-run report: per split examples, shards, estimated bytes and time on `workers` workers."""
     s = plan.sample
@@ -153,15 +159,17 @@ def describe(plan, workers):
     else:
         held_out = plan.options["holdout_labels"] and f", {plan.labels.held_out:,} held out from train"
         labels = f"uniform over {plan.labels.space:,} labels{held_out or ''}"
+    scaled = plan.options.get("font_sizes")
+    sizes = f", font sizes {', '.join(map(str, scaled))} (scaled to fit the height)" if scaled else ""
     rows = [("split", "examples", "shards", "~bytes/shard", "~bytes", f"~time on {workers} worker{'s' * (workers > 1)}")]
     for split, n in {**plan.examples, "total": sum(plan.examples.values())}.items():
         shards = plan.shards.get(split, sum(plan.shards.values()))
         rows.append((split, f"{n:,}", f"{shards:,}", _bytes(n * s.bytes / shards), _bytes(n * s.bytes),
-                     duration(n * s.seconds / workers)))
+                     duration(estimated_seconds(plan, workers, n))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     table = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     return "\n".join([
-        f"dry run: {plan.spec.describe()}; seed {plan.seed}; {labels} (plan version {PLAN_VERSION})",
+        f"dry run: {plan.spec.describe()}{sizes}; seed {plan.seed}; {labels} (plan version {PLAN_VERSION})",
         *table,
         f"estimated from {s.examples} examples rendered here: {s.seconds * 1000:.1f} ms and {s.bytes:,.0f} bytes each "
         "(one core per worker, start-up not counted)",

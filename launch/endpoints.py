@@ -6,18 +6,17 @@ within the image size limit, a PNG or JPEG by its header), sends them as TF Serv
 text and confidence (`--url` sends them to a local `captcha-pipeline serve` instead); `delete ENDPOINT`
 removes all three.
 """
-import argparse
 import base64
 import json
 
 from launch import sagemaker_job
-from tfrecord import storage
+from tfrecord import flags, storage
 from tfrecord.errors import UserError, exits_on_user_error
 from trainer import images
 
 
 def _parser(action, description):
-    p = argparse.ArgumentParser(prog=f"captcha-pipeline launch {action}", description=description)
+    p = flags.ArgumentParser(prog=f"captcha-pipeline launch {action}", description=description)
     sagemaker_job.add_region_argument(p)
     return p
 
@@ -28,7 +27,7 @@ def _deploy_args(argv):
     p.add_argument("--role", required=True)
     p.add_argument("--endpoint-name", help="default: the job name")
     p.add_argument("--instance-type", default="ml.c5.large")
-    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--instance-count", type=flags.positive_int, default=1)
     p.add_argument("--framework-version", default="2.20", help="TensorFlow Serving image version")
     p.add_argument("--image-uri", help="override the TensorFlow Serving image")
     p.add_argument("--wait", action="store_true", help="until the endpoint is InService")
@@ -38,8 +37,8 @@ def _deploy_args(argv):
 def _invoke_args(argv):
     p = _parser("invoke", "send PNG/JPEG files, print text and confidence")
     p.add_argument("endpoint", help="endpoint name (ignored with --url)")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--url", help="a local `serve` base URL instead, e.g. http://127.0.0.1:8080")
+    p.add_argument("images", nargs="+", type=flags.regular_file)
+    p.add_argument("--url", type=flags.http_url, help="a local `serve` base URL instead, e.g. http://127.0.0.1:8080")
     return p.parse_args(argv)
 
 

@@ -9,7 +9,7 @@ import re
 import sys
 import time
 
-from tfrecord import manifest as dataset_manifest, storage
+from tfrecord import flags, manifest as dataset_manifest, storage
 from tfrecord.errors import ManifestError, UserError
 from tfrecord.manifest import MANIFEST_NAME
 from tfrecord.sagemaker import INPUT_MODES
@@ -27,13 +27,15 @@ CONTAINER_OUTPUTS = {"model-dir": "the model goes to the container's model dir (
 
 
 def add_job_arguments(p: argparse.ArgumentParser):
-    p.add_argument("dataset", help="dataset prefix (s3://bucket/path or a local folder) holding dataset.json")
-    p.add_argument("--output-path", required=True, help="where <job>/output/model.tar.gz goes (s3:// or local)")
+    p.add_argument("dataset", type=flags.existing_folder,
+                   help="dataset prefix (s3://bucket/path or a local folder) holding dataset.json")
+    p.add_argument("--output-path", required=True, type=flags.creatable_folder,
+                   help="where <job>/output/model.tar.gz goes (s3:// or local)")
     p.add_argument("--job-name", help="SageMaker's rule: 1-63 letters, digits, hyphens; used once per output "
                                       "(default: captcha-<UTC time to the ms>; `launch train`: the base name, "
                                       "the SDK appends a timestamp)")
     p.add_argument("--input-mode", choices=INPUT_MODES, default="Pipe", help="for the shard channels")
-    p.add_argument("--instance-count", type=int, default=1, help=">1 shards the objects by S3 key across hosts")
+    p.add_argument("--instance-count", type=flags.positive_int, default=1, help=">1 shards the objects by S3 key across hosts")
     p.add_argument("--shuffle-seed", type=int, help="ShuffleConfig: object order shuffled per epoch (train channel)")
     p.add_argument("--record-wrapper", choices=("None", "RecordIO"), default="None")
     p.add_argument("--compression", choices=("None", "Gzip"), default="None", help="of the S3 objects")

@@ -23,7 +23,6 @@ the trainer saves a checkpoint and exits) and SIGKILL after a grace period. The 
 failed, in order, the first cause first; the exit status is the first failing trainer's (128 + N for signal N; 1 for a feeder).
 On Linux, a trainer also gets SIGTERM when this command dies without cleaning up (SIGKILL, a crash).
 """
-import argparse
 import collections
 import ctypes
 import json
@@ -40,20 +39,23 @@ import time
 from launch import artifacts, job_config, source
 from launch.container import container_root, download_channel, write_contract
 from launch.pipe_agent import Progress, feed_pipe
-from tfrecord import sagemaker, storage
+from tfrecord import flags, sagemaker, storage
 from tfrecord.errors import UserError, exits_on_user_error
 
 GRACE_SECONDS = 30  # after SIGTERM, a trainer's time to checkpoint and exit before SIGKILL
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="captcha-pipeline launch local", description=__doc__.splitlines()[0])
+    p = flags.ArgumentParser(prog="captcha-pipeline launch local", description=__doc__.splitlines()[0])
     job_config.add_job_arguments(p)
-    p.add_argument("--root", help="container root to build and keep (default: a temporary folder, removed after); "
-                                  "with several hosts it holds one root per host")
-    p.add_argument("--checkpoint-path", help="local folder mounted as every host's checkpoints dir (resume across "
-                                             "runs, as SageMaker restores the checkpoint S3 prefix on every host)")
-    return p.parse_args(argv)
+    p.add_argument("--root", type=flags.empty_folder, help="container root to build and keep (default: a temporary "
+                                                           "folder, removed after); with several hosts it holds one root per host")
+    p.add_argument("--checkpoint-path", type=flags.creatable_folder,
+                   help="local folder mounted as every host's checkpoints dir (resume across "
+                        "runs, as SageMaker restores the checkpoint S3 prefix on every host)")
+    args = p.parse_args(argv)
+    flags.distinct(args, "root", "checkpoint_path", "output_path", owned="root")
+    return args
 
 
 class Host:
@@ -158,8 +160,6 @@ def reason(failure, several):
 def run_job(args, root):
     """Run the job with its container roots under `root`; returns (exit status, a folder under `root` to keep
     or None). Everything the job is told is checked, its output taken, before any trainer starts."""
-    if args.instance_count < 1:
-        raise UserError(f"--instance-count must be at least 1 (got {args.instance_count})")
     name = job_config.job_name(args)
     hps = job_config.hyperparameters(args.hp)
     manifest = job_config.read_manifest(args.dataset)
@@ -261,8 +261,6 @@ def main(argv=None):
     previous = signal.signal(signal.SIGTERM, _terminated)  # outside the trainers' run: stop, clean up
     try:
         if args.root:
-            if os.path.exists(args.root) and os.listdir(args.root):
-                raise UserError(f"--root {args.root}: not empty")
             os.makedirs(args.root, exist_ok=True)
             return run_job(args, os.path.abspath(args.root))[0]
         root, kept = tempfile.mkdtemp(prefix="captcha-opt-ml-"), None

@@ -5,14 +5,13 @@ channels in Pipe (default), FastFile or File mode plus the File-mode `meta` chan
 dataset.json, metric definitions from `trainer.metric_lines`, and managed spot with checkpoints.
 boto3, and so the SDK, honours AWS_ENDPOINT_URL.
 """
-import argparse
 import os
 import sys
 import tempfile
 import time
 
 from launch import job_config, source
-from tfrecord import storage
+from tfrecord import flags, storage
 from tfrecord.errors import UserError, exits_on_user_error
 from tfrecord.sagemaker import CHECKPOINT_DIR
 
@@ -25,19 +24,19 @@ def add_region_argument(p):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="captcha-pipeline launch train", description=__doc__.splitlines()[0])
+    p = flags.ArgumentParser(prog="captcha-pipeline launch train", description=__doc__.splitlines()[0])
     job_config.add_job_arguments(p)
     p.add_argument("--role", required=True, help="SageMaker execution role ARN")
     add_region_argument(p)
     p.add_argument("--instance-type", default="ml.c5.2xlarge")
-    p.add_argument("--volume-size", type=int, default=30, help="GB (File mode downloads the shards here)")
+    p.add_argument("--volume-size", type=flags.positive_int, default=30, help="GB (File mode downloads the shards here)")
     p.add_argument("--framework-version", default="2.21", help="TensorFlow training image version")
     p.add_argument("--py-version", help="of the training image (default: the SDK's for that version)")
     p.add_argument("--image-uri", help="override the TensorFlow training image")
     p.add_argument("--spot", action="store_true", help="managed spot training (checkpoints go to S3)")
-    p.add_argument("--checkpoint-s3-uri", help="default with --spot: <output-path>/<base job name>/<job>/checkpoints")
-    p.add_argument("--max-run", type=int, default=24 * 3600, help="seconds")
-    p.add_argument("--max-wait", type=int, help="seconds, spot only (default: twice --max-run)")
+    p.add_argument("--checkpoint-s3-uri", type=flags.s3_uri, help="default with --spot: <output-path>/<base job name>/<job>/checkpoints")
+    p.add_argument("--max-run", type=flags.positive_int, default=24 * 3600, help="seconds")
+    p.add_argument("--max-wait", type=flags.positive_int, help="seconds, spot only (default: twice --max-run)")
     p.add_argument("--tag", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--wait", action="store_true", help="stream the job's logs until it ends")
     return p.parse_args(argv)

@@ -28,7 +28,7 @@ def test_render_shards_renders_each_shard_in_order():
     pipeline = BeamTestPipeline()
     shards = pipeline | RenderShards(plan)
     assert_that(shards, equal_to(expected_shards(plan)))
-    assert_that(shards | beam.MapTuple(lambda split, shard, data, records: (split, shard)), equal_to(plan.shard_keys()),
+    assert_that(shards | beam.MapTuple(lambda split, shard, data, records: (split, shard)), equal_to(list(plan.shard_keys())),
                 label="OneElementPerShard")
     result = pipeline.run()
     result.wait_until_finish()

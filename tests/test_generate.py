@@ -145,15 +145,15 @@ def test_a_crashed_run_never_looks_finished(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv, message", [
     (["--length", "2"], "alphabet is empty"),
-    (["-d", "--length", "0"], "length must be >= 1"),
+    (["-d", "--length", "0"], "error: --length: must be at least 1 (got 0)"),
     (["--chars", "ab", "--length", "3", "-n", "1"], "--permutations needs length <= alphabet size"),
     (["-d", "--width", "30"], "too small for 4 characters"),
     (["-d", "--direct-num-workers", "2"], "unknown flag --direct-num-workers"),
-    (["-d", "--train-examples", "-1"], "example counts must be >= 0"),
-    (["-d", "--font", "/nonexistent.ttf"], "font file not found"),
+    (["-d", "--train-examples", "-1"], "error: --train-examples: must be at least 0 (got -1)"),
+    (["-d", "--font", "/nonexistent.ttf"], "error: --font: /nonexistent.ttf: no such file"),
     (["-d", "--font", os.path.abspath(__file__)], "not a font"),
     (["--chars", "ab漢😀", "--length", "2"], "font DroidSansMono.ttf cannot draw '漢😀'"),
-    (["-d", "--output", "/etc/hostname/sub"], "is not a writable directory"),
+    (["-d", "--output", "/etc/hostname/sub"], "error: --output: /etc/hostname/sub: cannot be a folder (/etc/hostname is a file)"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "out"

@@ -78,7 +78,7 @@ def test_port_out_of_range_or_in_use_is_one_line(tmp_path, capsys):
     from trainer import serve
 
     assert serve.main([str(tmp_path), "--port", "99999"]) == 2
-    assert capsys.readouterr().err == "error: --port 99999: not a TCP port (1-65535)\n"
+    assert capsys.readouterr().err == "error: --port: not a TCP port (1-65535) (got 99999)\n"
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         assert serve.main([str(tmp_path), "--port", str(port)]) == 2

@@ -39,9 +39,9 @@ def test_missing_manifest_is_refused(train_args, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag, value, message", [
-    ("--batch-size", "0", "error: --batch-size must be at least 1 (got 0)\n"),
-    ("--epochs", "0", "error: --epochs must be at least 1 (got 0)\n"),
-    ("--learning-rate", "-0.01", "error: --learning-rate must be positive (got -0.01)\n"),
+    ("--batch-size", "0", "error: --batch-size: must be at least 1 (got 0)\n"),
+    ("--epochs", "0", "error: --epochs: must be at least 1 (got 0)\n"),
+    ("--learning-rate", "-0.01", "error: --learning-rate: must be positive (got -0.01)\n"),
     ("--batch-size", "512", "error: --batch-size 512 is larger than the 256 train examples\n"),
 ])
 def test_bad_numbers_are_one_line_errors(data, train_args, tmp_path, capsys, flag, value, message):

@@ -126,6 +126,7 @@ def aws_errors(what):
     """boto3's exceptions -> one UserError line naming `what` (NotFound for a missing key)."""
     from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
+    from botocore.parsers import ResponseParserError
 
     try:
         yield
@@ -141,6 +142,8 @@ def aws_errors(what):
         raise UserError(f"{what}: endpoint {endpoint} not reachable ({MAX_ATTEMPTS} attempts)") from None
     except (BotoCoreError, Boto3Error) as e:  # read timeouts, no credentials, a failed upload, ...
         raise UserError(f"{what}: {e}") from None
+    except ResponseParserError as e:  # an answer that is not AWS's XML or JSON (a proxy's page, another service)
+        raise UserError(f"{what}: unreadable answer from the endpoint ({str(e).splitlines()[0]})") from None
 
 
 def list(prefix):  # noqa: A001  (storage.list, as fsspec and tf.io.gfile name it)

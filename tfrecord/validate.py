@@ -4,12 +4,11 @@ Checks every shard's size, sha256 and record count, both CRCs of every record, t
 `length` characters of the alphabet and matches its indices, and that every image decodes at the
 spec's size and color mode. The first mismatch is reported as one line naming the shard and record.
 """
-import argparse
 import hashlib
 import io
 import sys
 
-from tfrecord import content, schema, storage
+from tfrecord import content, flags, schema, storage
 from tfrecord.contact_sheet import contact_sheet
 from tfrecord.errors import UserError, exits_on_user_error
 from tfrecord.framing import read_records
@@ -19,11 +18,12 @@ SHEET_COLUMNS = 8
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="captcha-pipeline inspect", description=__doc__.split("\n")[0],
-                                allow_abbrev=False)
-    p.add_argument("dataset", help="dataset root (local directory or s3://bucket/prefix)")
-    p.add_argument("--contact-sheet", help="write a PNG of sample images captioned with their labels (local or s3://)")
-    p.add_argument("--samples", type=int, default=32, help="images on the contact sheet")
+    p = flags.ArgumentParser(prog="captcha-pipeline inspect", description=__doc__.split("\n")[0],
+                             allow_abbrev=False)
+    p.add_argument("dataset", type=flags.existing_folder, help="dataset root (local directory or s3://bucket/prefix)")
+    p.add_argument("--contact-sheet", type=flags.writable_file,
+                   help="write a PNG of sample images captioned with their labels (local or s3://)")
+    p.add_argument("--samples", type=flags.positive_int, default=32, help="images on the contact sheet")
     storage.add_s3_arguments(p)
     args, unknown = p.parse_known_args(argv)
     if unknown:

@@ -2,7 +2,8 @@
 
 `training_state.npz` holds the model's weights, the optimizer's variables (its step count included),
 the best weights so far (early stopping) and the progress as JSON: epochs done, steps done in the
-interrupted epoch, the early-stopping counters and the fingerprint of the dataset it was trained on.
+interrupted epoch, the global batch size of those steps, the early-stopping counters and the fingerprint
+of the dataset it was trained on.
 It is written under a temporary name and renamed, so a kill at any moment leaves the previous state.
 """
 import dataclasses
@@ -11,6 +12,8 @@ import json
 import os
 
 import numpy as np
+
+from tfrecord.errors import UserError
 
 STATE_FILE = "training_state.npz"
 
@@ -24,10 +27,27 @@ class Progress:
     wait: int = 0  # epochs since the best one
     stopped: bool = False  # early stopping ended the training
     dataset: str = ""  # dataset_fingerprint() of the data it trains on
+    batch_size: int = 0  # global batch size of the steps counted (0: a checkpoint from before it was recorded)
 
 
 def dataset_fingerprint(manifest):
     return hashlib.sha256(manifest.to_json().encode()).hexdigest()[:16]
+
+
+def check_resume(progress, batch_size, steps_per_epoch, directory):
+    """Refuse, in one line, to resume `progress` with another global batch size: its steps, and the learning
+    rate schedule's position (counted in steps), mean other examples at another batch size. A checkpoint
+    that does not record its batch size is refused when its step lies beyond an epoch of this one."""
+    if not (progress.epoch or progress.step):
+        return
+    done = f"{progress.epoch} epochs and {progress.step} steps done"
+    if progress.batch_size and progress.batch_size != batch_size:
+        raise UserError(f"checkpoint dir {directory} holds training with --batch-size {progress.batch_size} "
+                        f"({done}): resume with --batch-size {progress.batch_size}, or use an empty checkpoint dir")
+    if not progress.batch_size and progress.step >= steps_per_epoch:
+        raise UserError(f"checkpoint dir {directory} holds step {progress.step} of an epoch, and an epoch at "
+                        f"--batch-size {batch_size} has {steps_per_epoch} steps: resume with the batch size it was "
+                        "trained with, or use an empty checkpoint dir")
 
 
 def path(directory):

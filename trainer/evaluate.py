@@ -5,38 +5,40 @@ SageMaker (File/FastFile/Pipe). PNG and raw datasets alike: images are read at t
 and go through the `serving_pixels` signature. Exits 2, before evaluating, when the model's and the
 dataset's specs disagree or an output path cannot be written.
 """
-import argparse
 import collections
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
-from tfrecord import sagemaker
+from tfrecord import flags, sagemaker
 from tfrecord.channels import channel
 from tfrecord.contact_sheet import contact_sheet
-from tfrecord.errors import SpecError, UserError, exits_on_user_error
+from tfrecord.errors import SpecError, exits_on_user_error
 from tfrecord.manifest import locate_manifest
 from tfrecord.spec import label_to_filename
 from trainer import export
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="captcha-pipeline evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--model-dir", default=sagemaker.model_dir())
+    p = flags.ArgumentParser(prog="captcha-pipeline evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--model-dir", default=sagemaker.model_dir(), type=flags.existing_folder)
     p.add_argument("--data", default=sagemaker.channel_dir("test"), help="split dir of shards")
     p.add_argument("--channel", default="test", help="SageMaker channel name (Pipe mode)")
-    p.add_argument("--manifest", help="dataset.json or its dir (default: meta channel, else beside --data)")
-    p.add_argument("--report", default="evaluation.json")
-    p.add_argument("--gallery", default="errors.png")
-    p.add_argument("--gallery-size", type=int, default=24)
-    p.add_argument("--samples", help="also write the first --num-samples images here as <label>_<n>.png "
+    p.add_argument("--manifest", type=flags.file_or_folder,
+                   help="dataset.json or its dir (default: meta channel, else beside --data)")
+    p.add_argument("--report", default="evaluation.json", type=flags.writable_file)
+    p.add_argument("--gallery", default="errors.png", type=flags.writable_file)
+    p.add_argument("--gallery-size", type=flags.non_negative_int, default=24)
+    p.add_argument("--samples", type=flags.creatable_folder,
+                   help="also write the first --num-samples images here as <label>_<n>.png "
                    "(characters other than ASCII letters and digits as %%XX)")
-    p.add_argument("--num-samples", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=256)
-    return p.parse_args(argv)
+    p.add_argument("--num-samples", type=flags.non_negative_int, default=8)
+    p.add_argument("--batch-size", type=flags.positive_int, default=256)
+    args = p.parse_args(argv)
+    flags.distinct(args, "report", "gallery", "samples")
+    return args
 
 
 def evaluate(model, spec, dataset, gallery_size, num_samples=0):
@@ -93,25 +95,24 @@ def save_gallery(errors, path, columns=4):
         f.write(contact_sheet(tiles, columns, color="red", empty="no errors", image_size=(200, 40)))
 
 
+def sample_name(truth, n):
+    """The file name of sample `n`, in the seed's naming `<label>_<n>.png` (predict reads the label back)."""
+    return f"{label_to_filename(truth)}_{n:05d}.png"
+
+
+def longest_sample_name(spec):
+    """The longest name sample_name gives a label of `spec`: its longest-escaped character, length times."""
+    return sample_name(max(spec.alphabet, key=lambda c: len(label_to_filename(c))) * spec.length, 0)
+
+
 def save_samples(samples, folder):
     """Test images (at the stored size, which predict accepts) as PNG files in the seed's naming."""
     import tensorflow as tf
 
+    os.makedirs(folder, exist_ok=True)
     for n, (pixels, truth) in enumerate(samples):
-        with open(os.path.join(folder, f"{label_to_filename(truth)}_{n:05d}.png"), "wb") as f:
+        with open(os.path.join(folder, sample_name(truth, n)), "wb") as f:
             f.write(tf.io.encode_png(pixels).numpy())
-
-
-def check_writable(path, folder=False):
-    """Fail now, not after the evaluation, if `path` (a file, or a folder) cannot be written."""
-    where = path if folder else os.path.dirname(os.path.abspath(path))
-    try:
-        if not folder and os.path.isdir(path):
-            raise IsADirectoryError(21, "is a directory")
-        os.makedirs(where, exist_ok=True)
-        tempfile.TemporaryFile(dir=where).close()
-    except OSError as e:
-        raise UserError(f"{path}: cannot write here ({e.strerror})") from None
 
 
 @exits_on_user_error
@@ -121,10 +122,8 @@ def main(argv=None):
     manifest = locate_manifest(args.manifest, args.data, "--data")
     if manifest.spec != spec:
         raise SpecError(f"model spec ({spec.describe()}) does not match the dataset's ({manifest.spec.describe()})")
-    for path in (args.report, args.gallery):
-        check_writable(path)
     if args.samples:
-        check_writable(args.samples, folder=True)
+        flags.file_name_fits(args.samples, longest_sample_name(spec), "--samples")
     dataset = channel(args.channel, spec, args.batch_size, path=args.data, manifest=manifest, deterministic=True)
     report, errors, samples = evaluate(model, spec, dataset, args.gallery_size, args.num_samples if args.samples else 0)
     with open(args.report, "w") as f:

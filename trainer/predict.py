@@ -4,12 +4,11 @@ Files named like the seed's (`<label>_<uuid>.png`) also count toward an accuracy
 model does not read (see `trainer.images`: not a PNG/JPEG of the model's size, unreadable, undecodable)
 gets its own `error:` line and the rest are still predicted; the exit status is then 1.
 """
-import argparse
 import collections
 import os
 import sys
 
-from tfrecord import sagemaker
+from tfrecord import flags, sagemaker
 from tfrecord.errors import UserError, exits_on_user_error
 from tfrecord.spec import label_from_filename
 from trainer import export, images
@@ -18,10 +17,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="captcha-pipeline predict", description=__doc__.splitlines()[0])
+    p = flags.ArgumentParser(prog="captcha-pipeline predict", description=__doc__.splitlines()[0])
     p.add_argument("paths", nargs="+", help="image files or folders of images")
-    p.add_argument("--model-dir", default=sagemaker.model_dir())
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--model-dir", default=sagemaker.model_dir(), type=flags.existing_folder)
+    p.add_argument("--batch-size", type=flags.positive_int, default=64)
     return p.parse_args(argv)
 
 
@@ -62,8 +61,6 @@ def seed_label(path, spec):
 @exits_on_user_error
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     files = image_files(args.paths)
     model, spec = export.load(args.model_dir)
     signature = model.signatures["serving_default"]

@@ -15,7 +15,6 @@ were answered, and one when the server stops (SIGTERM or Ctrl-C), on stderr:
 (500s) are logged with their traceback. waitress's per-request "Task queue depth is N" warning is counted
 into the summary (queue depth > 0 means all `--threads` were busy), not printed.
 """
-import argparse
 import base64
 import binascii
 import json
@@ -33,6 +32,7 @@ from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException
 
+from tfrecord import flags
 from tfrecord.errors import UserError, exits_on_user_error
 from trainer import images
 
@@ -232,20 +232,20 @@ def listen(host, port):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="captcha-pipeline serve", description=__doc__.splitlines()[0])
-    p.add_argument("model_dir", help="exported model dir (holding 1/saved_model.pb)")
+    p = flags.ArgumentParser(prog="captcha-pipeline serve", description=__doc__.splitlines()[0])
+    p.add_argument("model_dir", type=flags.existing_folder, help="exported model dir (holding 1/saved_model.pb)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 inside a container)")
-    p.add_argument("--port", type=int, default=8080, help="SageMaker's inference port")
-    p.add_argument("--max-request-bytes", type=int, default=images.MAX_IMAGE_BYTES,
+    p.add_argument("--port", type=flags.port, default=8080, help="SageMaker's inference port")
+    p.add_argument("--max-request-bytes", type=flags.positive_int, default=images.MAX_IMAGE_BYTES,
                    help="larger bodies get a 413 unread (default: the image size limit)")
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+    p.add_argument("--threads", type=flags.positive_int, default=DEFAULT_THREADS,
                    help="requests answered at once (default: 2 per CPU, at least 4); others wait in waitress's "
                         "queue, at most one per open connection")
-    p.add_argument("--log-interval", type=int, default=60,
+    p.add_argument("--log-interval", type=flags.positive_int, default=60,
                    help="seconds between summary lines (one per period with requests, and one at the end)")
-    p.add_argument("--idle-timeout", type=int, default=30,
+    p.add_argument("--idle-timeout", type=flags.positive_int, default=30,
                    help="seconds after which a connection that sends nothing is closed")
-    p.add_argument("--connection-limit", type=int, default=500,
+    p.add_argument("--connection-limit", type=flags.positive_int, default=500,
                    help="open connections at most; idle or slow clients below it cannot starve the server")
     return p.parse_args(argv)
 
@@ -264,9 +264,6 @@ def _log_summaries(summary, interval, stopped):
 @exits_on_user_error
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    for flag in ("max_request_bytes", "threads", "idle_timeout", "connection_limit", "log_interval"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     sock = listen(args.host, args.port)
     summary = Summary()
     queue_logger = logging.getLogger("waitress.queue")

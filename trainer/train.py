@@ -7,7 +7,6 @@ several SageMaker hosts (trainer.distribute). Every host runs the same number of
 on all of the validation data; host 0, the chief, prints the metric lines, checkpoints and exports.
 Resumes from `--checkpoint-dir` after an interruption; SIGTERM saves a checkpoint, then exits 143.
 """
-import argparse
 import importlib.util
 import json
 import os
@@ -21,7 +20,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from tfrecord import sagemaker
+from tfrecord import flags, sagemaker
 from tfrecord.channels import channel
 from tfrecord.errors import (ManifestError, SpecError, UserError, embedded_user_error, exits_on_user_error,
                              run_as_process)
@@ -39,41 +38,31 @@ PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.e
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="captcha-pipeline train", description=__doc__.splitlines()[0])
+    p = flags.ArgumentParser(prog="captcha-pipeline train", description=__doc__.splitlines()[0])
     p.add_argument("--train", default=sagemaker.channel_dir("train"), help="train split dir (File mode / local)")
     p.add_argument("--validation", default=sagemaker.channel_dir("validation"))
-    p.add_argument("--manifest", help="dataset.json or its dir (default: meta channel, else beside --train)")
-    p.add_argument("--model-dir", default=sagemaker.model_dir())
-    p.add_argument("--output-data-dir", default=sagemaker.output_data_dir(), help="TensorBoard logs go here")
-    p.add_argument("--checkpoint-dir", default=sagemaker.checkpoint_dir())
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64, help="global batch size (all hosts and devices)")
-    p.add_argument("--learning-rate", type=float, default=3e-3, help="peak of the warmup + cosine schedule")
-    p.add_argument("--warmup-epochs", type=float, default=0.5)
-    p.add_argument("--patience", type=int, default=3, help="early stopping on val_sequence_accuracy")
-    p.add_argument("--scale", type=float, default=0.5, help="input downscaling inside the model")
-    p.add_argument("--shuffle-buffer", type=int, default=2048)
+    p.add_argument("--manifest", type=flags.file_or_folder,
+                   help="dataset.json or its dir (default: meta channel, else beside --train)")
+    p.add_argument("--model-dir", default=sagemaker.model_dir(), type=flags.creatable_folder)
+    p.add_argument("--output-data-dir", default=sagemaker.output_data_dir(), type=flags.creatable_folder,
+                   help="TensorBoard logs go here")
+    p.add_argument("--checkpoint-dir", default=sagemaker.checkpoint_dir(), type=flags.creatable_folder)
+    p.add_argument("--epochs", type=flags.positive_int, default=10)
+    p.add_argument("--batch-size", type=flags.positive_int, default=64, help="global batch size (all hosts and devices)")
+    p.add_argument("--learning-rate", type=flags.positive_float, default=3e-3, help="peak of the warmup + cosine schedule")
+    p.add_argument("--warmup-epochs", type=flags.non_negative_float, default=0.5)
+    p.add_argument("--patience", type=flags.non_negative_int, default=3, help="early stopping on val_sequence_accuracy")
+    p.add_argument("--scale", type=flags.positive_float, default=0.5, help="input downscaling inside the model")
+    p.add_argument("--shuffle-buffer", type=flags.non_negative_int, default=2048)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cpu-devices", type=int, default=0,
+    p.add_argument("--cpu-devices", type=flags.non_negative_int, default=0,
                    help="split this host's CPU into N logical devices (MirroredStrategy over them)")
     p.add_argument("--mixed-precision", choices=("auto", "on", "off"), default="auto",
                    help="mixed_float16 (auto: when a GPU is present)")
-    p.add_argument("--cluster-timeout", type=float, default=900, help="seconds to wait for all hosts to join")
+    p.add_argument("--cluster-timeout", type=flags.positive_float, default=900, help="seconds to wait for all hosts to join")
     for field in SPEC_FIELDS:  # the model's spec; each defaults to the dataset's
-        p.add_argument(f"--{field}", type=int if field in ("length", "width", "height") else str)
+        p.add_argument(f"--{field}", type=flags.positive_int if field in ("length", "width", "height") else str)
     return p.parse_args(argv)
-
-
-def check_args(args):
-    """Out-of-range numbers: one line each, before anything starts."""
-    for name, low in (("batch_size", 1), ("epochs", 1), ("patience", 0), ("shuffle_buffer", 0), ("cpu_devices", 0)):
-        if getattr(args, name) < low:
-            raise UserError(f"--{name.replace('_', '-')} must be at least {low} (got {getattr(args, name)})")
-    for name in ("learning_rate", "scale", "cluster_timeout"):
-        if not getattr(args, name) > 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
-    if not args.warmup_epochs >= 0:
-        raise UserError(f"--warmup-epochs must be at least 0 (got {args.warmup_epochs})")
 
 
 def model_spec(args, dataset_spec, checkpoint_dir):
@@ -93,12 +82,15 @@ def model_spec(args, dataset_spec, checkpoint_dir):
     return spec
 
 
-def check_checkpoint(checkpoint_dir, fingerprint):
-    """A checkpoint dir holds one training run: refuse to continue (or re-export) one made on other data."""
+def check_checkpoint(checkpoint_dir, fingerprint, batch_size, steps_per_epoch):
+    """A checkpoint dir holds one training run: refuse to continue (or re-export) one made on other data,
+    or at another batch size."""
     saved = checkpoint.load_progress(checkpoint_dir)
     if saved and saved.dataset != fingerprint:
         raise UserError(f"checkpoint dir {checkpoint_dir} holds training on another dataset "
                         f"(fingerprint {saved.dataset}, this one {fingerprint}): use an empty checkpoint dir")
+    if saved:
+        checkpoint.check_resume(saved, batch_size, steps_per_epoch, checkpoint_dir)
 
 
 def datasets(args, spec, manifest, cluster):
@@ -189,7 +181,7 @@ def train(args, manifest, spec, cluster, stop_requested):
         model.optimizer.build(model.trainable_variables)  # before the first step: replicas cannot create it
     plain = compile_model(build_model(spec, scale=args.scale), schedule(args, steps))  # validates and exports
     train_data, validation = datasets(args, spec, manifest, cluster)
-    progress, best = checkpoint.Progress(dataset=fingerprint), None
+    progress, best = checkpoint.Progress(dataset=fingerprint, batch_size=global_batch), None
     if checkpoint.load_progress(args.checkpoint_dir):
         progress, best = checkpoint.restore(args.checkpoint_dir, model)
     step, average_statistics = step_function(model, strategy), statistics_function(model, strategy)
@@ -330,13 +322,13 @@ def main(argv=None):
 
 
 def run(args):
-    check_args(args)
     manifest = locate_manifest(args.manifest, args.train, "--train")
     for split in ("train", "validation"):
         if not manifest.split(split).examples:
             raise ManifestError(f"dataset has no {split} examples")
     spec = model_spec(args, manifest.spec, args.checkpoint_dir)
-    check_checkpoint(args.checkpoint_dir, checkpoint.dataset_fingerprint(manifest))
+    check_checkpoint(args.checkpoint_dir, checkpoint.dataset_fingerprint(manifest), args.batch_size,
+                     manifest.split("train").examples // args.batch_size)
     cluster = distribute.connect(cpu_devices=args.cpu_devices, timeout=args.cluster_timeout)
     distribute.set_precision(args.mixed_precision)
     print(f"{cluster.describe()}; {keras.mixed_precision.global_policy().name}", flush=True)
