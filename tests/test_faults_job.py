@@ -70,8 +70,8 @@ def test_the_longest_sagemaker_name_is_accepted(tiny_dataset, tmp_path, stand_in
 
 @pytest.mark.parametrize("output, message", [
     ("s3://no-such-bucket/out", "output s3://no-such-bucket/out: bucket 'no-such-bucket' is not accessible"),
-    ("{file}", "output {file}: {file} is not a writable directory"),
-    ("{file}/below", "output {file}/below: {file} is not a writable directory"),
+    ("{file}", "--output-path: {file}: is a file, not a folder"),
+    ("{file}/below", "--output-path: {file}/below: cannot be a folder ({file} is a file)"),
     ("/proc/captcha-out", "output /proc/captcha-out"),  # not creatable, even by root
 ])
 def test_every_output_is_checked_before_any_training(tiny_dataset, tmp_path, aws_server, monkeypatch, capsys,
