@@ -214,6 +214,12 @@ def test_serve_refuses_the_bomb_within_a_bounded_cpu_time(tiny_model):
     assert time.process_time() - start < 2
 
 
+def bytes_read():
+    """Bytes this process has read through system calls so far (/proc/self/io's rchar)."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
 def test_read_file_reads_regular_files_only_and_never_past_the_cap(tmp_path):
     good = Renderer(SPEC).render("12", 0)
     (tmp_path / "good.png").write_bytes(good)
@@ -225,8 +231,10 @@ def test_read_file_reads_regular_files_only_and_never_past_the_cap(tmp_path):
     for path, reason in [(tmp_path / "fifo.png", "not a regular file"), ("/dev/zero", "not a regular file"),
                          (tmp_path / "folder.png", "Is a directory"), (tmp_path / "gone.png", "No such file or directory"),
                          (tmp_path / "sparse.png", images.TOO_LARGE)]:
+        before = bytes_read()
         with pytest.raises(images.Refused, match=f"^{reason}$"):
             images.read_file(path)
+        assert bytes_read() - before < 1 << 20, path  # /dev/zero was read to 2 GB, the sparse file too
 
 
 @pytest.mark.timeout(30, func_only=True)
