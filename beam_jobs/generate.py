@@ -69,7 +69,7 @@ def parse_args(argv):
     p.add_argument("--dry-run", action="store_true", help="print the plan with estimated size and time; write nothing "
                    "(workers: --num_workers if given, else --direct_num_workers)")
     args, beam_args = p.parse_known_args(argv)
-    _reject_unknown_flags(beam_args)
+    _check_beam_flags(beam_args)
     if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
         beam_args = [*beam_args, "--default_sdk_harness_log_level=WARNING"]  # workers' INFO chatter off
     if not any(a.startswith("--sdk_harness_log_level_overrides") for a in beam_args):
@@ -81,11 +81,12 @@ def parse_args(argv):
     return args, options
 
 
-def _reject_unknown_flags(beam_args):
-    """Beam only warns about flags it does not know; a typo here should stop the job instead."""
+def _check_beam_flags(beam_args):
+    """Beam only warns about flags it does not know and takes any number of workers: a typo, a value of
+    the wrong kind or a negative worker count stops the job instead, in one line."""
     import apache_beam.runners.dask.dask_runner  # noqa: F401  registers the DaskRunner's options
 
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = flags.ArgumentParser(add_help=False, allow_abbrev=False)
     pending = [PipelineOptions]
     while pending:
         cls = pending.pop()
@@ -94,11 +95,14 @@ def _reject_unknown_flags(beam_args):
             cls._add_argparse_args(parser)
         except argparse.ArgumentError:
             pass  # an option class re-registering a flag another class already added
-    known = set(parser._option_string_actions)
-    for arg in beam_args:
-        flag = arg.split("=", 1)[0]
-        if arg.startswith("-") and flag not in known:
-            raise UserError(f"unknown flag {flag} (see --help)")
+    known, unknown = parser.parse_known_args(beam_args)
+    if unknown:
+        what = "flag" if unknown[0].startswith("-") else "argument"
+        raise UserError(f"unknown {what} {unknown[0].split('=', 1)[0]} (see --help)")
+    for name in ("direct_num_workers", "num_workers", "max_num_workers"):
+        value = getattr(known, name, None)
+        if value is not None and value < 0:
+            raise UserError(f"--{name}: must be at least 0 (got {value})")
 
 
 class RenderChunk(beam.DoFn):

@@ -28,6 +28,9 @@ CASES = [
     (["generate", "--output", "out", "--chars", "ab\u0301", "--length", "2"],
      "error: font DroidSansMono.ttf draws no ink for '\u0301' on its own (a combining mark?): captcha draws each "
      "character alone; choose characters that stand alone"),
+    (["generate", "--output", "out", "-d", "--direct_num_workers", "-1"],
+     "error: --direct_num_workers: must be at least 0 (got -1)"),
+    (["generate", "--output", "out", "-d", "--num_workers", "two"], "error: --num_workers: invalid int value: 'two'"),
     (["inspect", "adir", "--contact-sheet", "adir"], "error: --contact-sheet: adir: is a folder, not a file"),
     (["inspect", "afile"], "error: dataset: afile: is a file, not a folder"),
     (["inspect", "adir", "--samples", "0"], "error: --samples: must be at least 1 (got 0)"),
