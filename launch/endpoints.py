@@ -81,19 +81,37 @@ def _invoke(args):
     if args.url:
         import requests
 
-        response = requests.post(args.url.rstrip("/") + "/invocations", data=payload,
-                                 headers={"Content-Type": "application/json"}, timeout=60)
+        try:
+            response = requests.post(args.url.rstrip("/") + "/invocations", data=payload,
+                                     headers={"Content-Type": "application/json"}, timeout=60)
+        except requests.RequestException as e:
+            raise UserError(f"{args.url}: no answer ({type(e).__name__})") from None
         if response.status_code != 200:
-            raise UserError(f"{args.url}: HTTP {response.status_code}: {response.text.strip()}")
-        result = response.json()
+            raise UserError(f"{args.url}: HTTP {response.status_code}: {_first_line(response.text)}")
+        where, body = args.url, response.content
     else:
         with storage.aws_errors(f"endpoint {args.endpoint}"):
             response = storage.client("sagemaker-runtime", args.region).invoke_endpoint(
                 EndpointName=args.endpoint, ContentType="application/json", Accept="application/json", Body=payload)
-            result = json.loads(response["Body"].read())
-    for path, prediction in zip(args.images, result["predictions"]):
-        print(f"{path}\t{prediction['text']}\t{prediction['confidence']:.3f}")
+            where, body = f"endpoint {args.endpoint}", response["Body"].read()
+    for path, (text, confidence) in zip(args.images, _predictions(where, body)):
+        print(f"{path}\t{text}\t{confidence:.3f}")
     return 0
+
+
+def _predictions(where, body):
+    """TF Serving's REST answer (bytes) -> [(text, confidence)]; anything else is one UserError line."""
+    try:
+        return [(p["text"], float(p["confidence"])) for p in json.loads(body)["predictions"]]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{where}: the answer is not TF Serving's predictions JSON: "
+                        f"{_first_line(body.decode(errors='replace'))}") from None
+
+
+def _first_line(text, limit=200):
+    """The first non-blank line of an answer, cut at `limit` characters."""
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return line if len(line) <= limit else line[:limit] + "..."
 
 
 def _delete(args, sm):

@@ -160,6 +160,19 @@ def test_an_answer_that_is_not_xml_is_one_line(aws_server, s3, upload, tiny_data
     assert err.startswith("error: CreateTrainingJob: unreadable answer from the endpoint (") and err.count("\n") == 1
 
 
+def test_invoke_url_answers_of_the_wrong_kind_are_one_line(tmp_path, not_xml, free_port, capsys):
+    """`launch invoke --url`: nobody listening, or an HTML page where TF Serving's JSON belongs."""
+    from PIL import Image
+
+    Image.new("L", (40, 24), 255).save(tmp_path / "a.png")
+    port = free_port()
+    assert main(["launch", "invoke", "x", str(tmp_path / "a.png"), "--url", f"http://127.0.0.1:{port}"]) == 2
+    assert capsys.readouterr().err == f"error: http://127.0.0.1:{port}: no answer (ConnectionError)\n"
+    assert main(["launch", "invoke", "x", str(tmp_path / "a.png"), "--url", not_xml]) == 2
+    assert capsys.readouterr().err == (f"error: {not_xml}: the answer is not TF Serving's predictions JSON: "
+                                       "<html><body>maintenance</body>\n")
+
+
 def test_sample_file_names_too_long_are_refused_before_evaluating(make_dataset, tmp_path, capsys):
     """evaluate --samples, for labels whose escaped file names exceed the file system's 255 bytes."""
     from tfrecord.manifest import read_manifest
