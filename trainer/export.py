@@ -199,7 +199,8 @@ def _with_decoder_warnings(call):
         finally:
             os.dup2(real, 2)
             os.close(real)
-            others = [line for line in _lines(captured) if not (LIBJPEG_CORRUPT.match(line) or DECODER_NOTES.match(line))]
+            others = [line for line in _lines(captured)
+                      if not (LIBJPEG_CORRUPT.match(line) or DECODER_NOTES.match(line))]
             if others:
                 print("\n".join(others), file=sys.stderr, flush=True)
 

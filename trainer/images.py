@@ -37,13 +37,15 @@ MAX_PARTS = 4096  # PNG chunks or JPEG marker segments; a captcha has a few doze
 JPEG_SCAN = b"\xff\xda"  # start of scan; counted in the file's bytes here and in the bytes signature alike
 JPEG_END = b"\xff\xd9"  # end of image
 PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel, by colour type
-ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))  # x0, y0, dx, dy
+# Adam7's seven passes: first column and row, column and row steps
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 PNG_BIT_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # by colour type
 JPEG_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # after entropy-coded data (FF 00 is a stuffed FF)
 JPEG_COMPONENTS = "JPEG with {} colour components (CMYK?): send grayscale or RGB"  # also tf.strings.format's
 TOO_MANY_SCANS = f"JPEG with more than {MAX_JPEG_SCANS} scans: send a baseline or ordinary progressive JPEG"
 JPEG_TRUNCATED = "truncated JPEG (no end-of-image marker)"  # wherever it was cut
-PNG_DATA_TOO_LONG = "PNG image data is {} bytes: more than the rows of a {}x{} image take ({} at most)"  # also tf.strings.format's (no quote marks: Assert escapes them)
+# also tf.strings.format's template in the bytes signature (no quote marks: tf.debugging.Assert escapes them)
+PNG_DATA_TOO_LONG = "PNG image data is {} bytes: more than the rows of a {}x{} image take ({} at most)"
 TOO_MANY_CHUNKS = f"PNG with more than {MAX_PARTS} chunks: not a captcha image"
 TOO_LARGE = f"larger than {MAX_IMAGE_BYTES} bytes: not a captcha image"
 JPEG_FRAMES = {0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive"}  # the ones we decode
