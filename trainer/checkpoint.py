@@ -38,7 +38,7 @@ def check_resume(progress, batch_size, steps_per_epoch, directory):
     """Refuse, in one line, to resume `progress` with another global batch size: its steps, and the learning
     rate schedule's position (counted in steps), mean other examples at another batch size. A checkpoint
     that does not record its batch size is refused when its step lies beyond an epoch of this one."""
-    if not (progress.epoch or progress.step):
+    if not (progress.epoch or progress.step) or not steps_per_epoch:  # nothing done; or no epoch (refused later)
         return
     done = f"{progress.epoch} epochs and {progress.step} steps done"
     if progress.batch_size and progress.batch_size != batch_size:
