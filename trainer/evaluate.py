@@ -16,16 +16,17 @@ from tfrecord import flags, sagemaker
 from tfrecord.channels import channel
 from tfrecord.contact_sheet import contact_sheet
 from tfrecord.errors import SpecError, exits_on_user_error
-from tfrecord.manifest import locate_manifest
+from tfrecord.manifest import TEST, locate_manifest
 from tfrecord.spec import label_to_filename
 from trainer import export
+from trainer.metric_lines import CHAR_ACCURACY, SEQUENCE_ACCURACY
 
 
 def parse_args(argv):
     p = flags.ArgumentParser(prog="captcha-pipeline evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", default=sagemaker.model_dir(), type=flags.existing_folder)
-    p.add_argument("--data", default=sagemaker.channel_dir("test"), help="split dir of shards")
-    p.add_argument("--channel", default="test", help="SageMaker channel name (Pipe mode)")
+    p.add_argument("--data", default=sagemaker.channel_dir(TEST), help="split dir of shards")
+    p.add_argument("--channel", default=TEST, help="SageMaker channel name (Pipe mode)")
     p.add_argument("--manifest", type=flags.file_or_folder,
                    help="dataset.json or its dir (default: meta channel, else beside --data)")
     p.add_argument("--report", default="evaluation.json", type=flags.writable_file)
@@ -67,8 +68,8 @@ def evaluate(model, spec, dataset, gallery_size, num_samples=0):
     mistakes = sorted(((n, t, p) for t, row in confusion.items() for p, n in row.items() if t != p), reverse=True)
     report = {
         "examples": total,
-        "sequence_accuracy": sequences_right / max(total, 1),
-        "char_accuracy": float(np.mean(per_position)),
+        SEQUENCE_ACCURACY: sequences_right / max(total, 1),
+        CHAR_ACCURACY: float(np.mean(per_position)),
         "per_position_accuracy": per_position,
         "confusion": {t: dict(row) for t, row in sorted(confusion.items())},
         "top_confusions": [{"truth": t, "predicted": p, "count": n} for n, t, p in mistakes[:20]],
@@ -131,8 +132,8 @@ def main(argv=None):
     save_gallery(errors, args.gallery)
     if args.samples:
         save_samples(samples, args.samples)
-    print(f"examples={report['examples']} sequence_accuracy={report['sequence_accuracy']:.4f} "
-          f"char_accuracy={report['char_accuracy']:.4f}")
+    print(f"examples={report['examples']} {SEQUENCE_ACCURACY}={report[SEQUENCE_ACCURACY]:.4f} "
+          f"{CHAR_ACCURACY}={report[CHAR_ACCURACY]:.4f}")
     print(f"wrote {args.report} and {args.gallery} ({len(errors)} errors shown)")
     return 0
 

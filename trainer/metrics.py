@@ -2,6 +2,8 @@
 import keras
 from keras import ops
 
+from trainer.metric_lines import CHAR_ACCURACY, SEQUENCE_ACCURACY
+
 
 def _correct(y_true, y_pred):
     return ops.equal(ops.cast(y_true, "int32"), ops.cast(ops.argmax(y_pred, axis=-1), "int32"))
@@ -19,7 +21,7 @@ def sequence_accuracy(y_true, y_pred):
 
 @keras.saving.register_keras_serializable(package="captcha")
 class CharAccuracy(keras.metrics.MeanMetricWrapper):
-    def __init__(self, name="char_accuracy", dtype=None):
+    def __init__(self, name=CHAR_ACCURACY, dtype=None):
         super().__init__(char_accuracy, name=name, dtype=dtype)
 
     def get_config(self):
@@ -28,7 +30,7 @@ class CharAccuracy(keras.metrics.MeanMetricWrapper):
 
 @keras.saving.register_keras_serializable(package="captcha")
 class SequenceAccuracy(keras.metrics.MeanMetricWrapper):
-    def __init__(self, name="sequence_accuracy", dtype=None):
+    def __init__(self, name=SEQUENCE_ACCURACY, dtype=None):
         super().__init__(sequence_accuracy, name=name, dtype=dtype)
 
     def get_config(self):

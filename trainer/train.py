@@ -24,13 +24,13 @@ from tfrecord import flags, sagemaker
 from tfrecord.channels import channel
 from tfrecord.errors import (ManifestError, SpecError, UserError, embedded_user_error, exits_on_user_error,
                              run_as_process)
-from tfrecord.manifest import locate_manifest
+from tfrecord.manifest import TRAIN, VALIDATION, locate_manifest
 from tfrecord.spec import CaptchaSpec
 from trainer import checkpoint, distribute, export, metric_lines
 from trainer.model import build_model, compile_model
 
 SPEC_FIELDS = ("alphabet", "length", "width", "height", "mode")
-MONITOR = "val_sequence_accuracy"
+MONITOR = metric_lines.MONITOR
 INTERRUPTED = 128 + signal.SIGTERM  # exit status after a SIGTERM (checkpoint saved), as a shell reports it
 STOP_GRACE = 10  # seconds from SIGTERM to the next step boundary before the trainer exits regardless
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
@@ -39,8 +39,8 @@ PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.e
 
 def parse_args(argv):
     p = flags.ArgumentParser(prog="captcha-pipeline train", description=__doc__.splitlines()[0])
-    p.add_argument("--train", default=sagemaker.channel_dir("train"), help="train split dir (File mode / local)")
-    p.add_argument("--validation", default=sagemaker.channel_dir("validation"))
+    p.add_argument("--train", default=sagemaker.channel_dir(TRAIN), help="train split dir (File mode / local)")
+    p.add_argument("--validation", default=sagemaker.channel_dir(VALIDATION))
     p.add_argument("--manifest", type=flags.file_or_folder,
                    help="dataset.json or its dir (default: meta channel, else beside --train)")
     p.add_argument("--model-dir", default=sagemaker.model_dir(), type=flags.creatable_folder)
@@ -51,7 +51,7 @@ def parse_args(argv):
     p.add_argument("--batch-size", type=flags.positive_int, default=64, help="global batch size (all hosts and devices)")
     p.add_argument("--learning-rate", type=flags.positive_float, default=3e-3, help="peak of the warmup + cosine schedule")
     p.add_argument("--warmup-epochs", type=flags.non_negative_float, default=0.5)
-    p.add_argument("--patience", type=flags.non_negative_int, default=3, help="early stopping on val_sequence_accuracy")
+    p.add_argument("--patience", type=flags.non_negative_int, default=3, help=f"early stopping on {MONITOR}")
     p.add_argument("--scale", type=flags.positive_float, default=0.5, help="input downscaling inside the model")
     p.add_argument("--shuffle-buffer", type=flags.non_negative_int, default=2048)
     p.add_argument("--seed", type=int, default=0)
@@ -99,11 +99,11 @@ def datasets(args, spec, manifest, cluster):
     replica_batch = args.batch_size // cluster.strategy.num_replicas_in_sync
 
     def train(context):  # once per host; read as it is (no tf.distribute auto-sharding or rebatching)
-        return channel("train", spec, replica_batch, path=args.train, manifest=manifest, repeat=True,
+        return channel(TRAIN, spec, replica_batch, path=args.train, manifest=manifest, repeat=True,
                        shuffle_buffer=args.shuffle_buffer, seed=args.seed, num_workers=cluster.workers,
                        worker_index=cluster.worker)
 
-    validation = channel("validation", spec, args.batch_size, path=args.validation, manifest=manifest,
+    validation = channel(VALIDATION, spec, args.batch_size, path=args.validation, manifest=manifest,
                          deterministic=True)
     return cluster.strategy.distribute_datasets_from_function(train), validation
 
@@ -171,9 +171,9 @@ def train(args, manifest, spec, cluster, stop_requested):
     if global_batch % strategy.num_replicas_in_sync:
         raise UserError(f"--batch-size {global_batch} is not a multiple of the {strategy.num_replicas_in_sync} "
                         f"replicas ({cluster.workers} host(s))")
-    steps = manifest.split("train").examples // global_batch
+    steps = manifest.split(TRAIN).examples // global_batch
     if not steps:
-        raise UserError(f"--batch-size {global_batch} is larger than the {manifest.split('train').examples} train examples")
+        raise UserError(f"--batch-size {global_batch} is larger than the {manifest.split(TRAIN).examples} train examples")
     fingerprint = checkpoint.dataset_fingerprint(manifest)
     keras.utils.set_random_seed(args.seed)
     with strategy.scope():
@@ -191,7 +191,7 @@ def train(args, manifest, spec, cluster, stop_requested):
         raise UserError(f"the hosts start from different checkpoints (this one: {progress.epoch} epochs and "
                         f"{progress.step} steps done): give every host the same checkpoint dir contents")
     if cluster.chief:
-        print(f"training on {manifest.split('train').examples} examples ({spec.describe()}), validating on "
+        print(f"training on {manifest.split(TRAIN).examples} examples ({spec.describe()}), validating on "
               f"{manifest.split('validation').examples}; {cluster.workers} host(s), {strategy.num_replicas_in_sync} "
               f"replica(s), {steps} steps of {global_batch} per epoch", flush=True)
         os.makedirs(args.checkpoint_dir, exist_ok=True)
@@ -214,7 +214,7 @@ def train(args, manifest, spec, cluster, stop_requested):
         with warnings.catch_warnings():  # Keras warns at the end of any dataset of unknown length
             warnings.filterwarnings("ignore", "Your input ran out of data")
             results = plain.evaluate(validation, verbose=0, return_dict=True, callbacks=[watch])
-        return {f"val_{name}": value for name, value in results.items()}
+        return {metric_lines.VALIDATION + name: value for name, value in results.items()}
 
     steps_run, examples_run, iterator = 0, 0, iter(train_data)
     callbacks.on_train_begin()
@@ -323,12 +323,12 @@ def main(argv=None):
 
 def run(args):
     manifest = locate_manifest(args.manifest, args.train, "--train")
-    for split in ("train", "validation"):
+    for split in (TRAIN, VALIDATION):
         if not manifest.split(split).examples:
             raise ManifestError(f"dataset has no {split} examples")
     spec = model_spec(args, manifest.spec, args.checkpoint_dir)
     check_checkpoint(args.checkpoint_dir, checkpoint.dataset_fingerprint(manifest), args.batch_size,
-                     manifest.split("train").examples // args.batch_size)
+                     manifest.split(TRAIN).examples // args.batch_size)
     cluster = distribute.connect(cpu_devices=args.cpu_devices, timeout=args.cluster_timeout)
     distribute.set_precision(args.mixed_precision)
     print(f"{cluster.describe()}; {keras.mixed_precision.global_policy().name}", flush=True)
