@@ -18,6 +18,7 @@ import math
 import random
 
 from tfrecord.errors import UserError
+from tfrecord.manifest import TRAIN
 from tfrecord.spec import CaptchaSpec
 
 FEISTEL_ROUNDS = 4  # Luby-Rackoff: four rounds of a pseudo-random function give a strong pseudo-random permutation
@@ -115,7 +116,7 @@ class UniformLabels:
         draw = random.Random(f"{self.seed}/label/{split}/{index}")
         if self.holdout_fraction is None:
             rank = draw.randrange(self.space)
-        elif split == "train":
+        elif split == TRAIN:
             rank = self._shuffle.inverse(self.held_out + draw.randrange(self.space - self.held_out))
         else:
             rank = self._shuffle.inverse(draw.randrange(self.held_out))

@@ -15,7 +15,7 @@ from beam_jobs.progress import duration
 from beam_jobs.render import DEFAULT_FONT_SIZES, Renderer, check_drawable, check_fonts, example_seed, font_sizes
 from tfrecord.errors import UserError
 from tfrecord.framing import frame
-from tfrecord.manifest import PLAN_VERSION
+from tfrecord.manifest import PLAN_VERSION, TEST, TRAIN, VALIDATION
 from tfrecord.schema import encode_example
 from tfrecord.spec import ALPHABETS, CaptchaSpec, parse_size
 
@@ -99,15 +99,15 @@ def build_plan(args):
     sizes = font_sizes(spec)
     check_drawable(spec, sizes)
     if args.permutations is not None:
-        rounds = {"train": args.permutations, "test": max(1, int(args.permutations * args.test_ratio))}
+        rounds = {TRAIN: args.permutations, TEST: max(1, int(args.permutations * args.test_ratio))}
         labels = PermutationLabels(spec, args.seed, rounds)
         counts = {split: r * PermutationLabels.count(spec) for split, r in rounds.items()}
         mode, options = "permutations", {"permutations": args.permutations, "test_ratio": args.test_ratio}
     else:
-        counts = {"train": args.train_examples, "validation": args.validation_examples, "test": args.test_examples}
+        counts = {TRAIN: args.train_examples, VALIDATION: args.validation_examples, TEST: args.test_examples}
         if not any(counts.values()):
             raise UserError("--train-examples, --validation-examples and --test-examples are all 0")
-        if args.holdout_labels and not counts["train"]:
+        if args.holdout_labels and not counts[TRAIN]:
             raise UserError("--holdout-labels needs --train-examples > 0")
         labels = UniformLabels(spec, args.seed, HOLDOUT_FRACTION if args.holdout_labels else None)
         mode, options = "uniform", {"holdout_labels": args.holdout_labels, "holdout_fraction": HOLDOUT_FRACTION}

@@ -11,10 +11,10 @@ import time
 
 from tfrecord import flags, manifest as dataset_manifest, storage
 from tfrecord.errors import ManifestError, UserError
-from tfrecord.manifest import MANIFEST_NAME
+from tfrecord.manifest import MANIFEST_NAME, TRAIN, VALIDATION
 from tfrecord.sagemaker import INPUT_MODES
 
-SHARD_CHANNELS = ("train", "validation")
+SHARD_CHANNELS = (TRAIN, VALIDATION)
 META_CHANNEL = "meta"
 JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")  # SageMaker's TrainingJobName pattern
 # the trainer's flags that move its outputs out of the container folders the job uploads or syncs
@@ -107,9 +107,9 @@ def input_data_config(args, manifest):
     for split in SHARD_CHANNELS:
         config = {"TrainingInputMode": args.input_mode,
                   # every host validates on all of the validation split (the chief's figures are the job's)
-                  "S3DistributionType": distribution(manifest, split, args.instance_count if split == "train" else 1),
+                  "S3DistributionType": distribution(manifest, split, args.instance_count if split == TRAIN else 1),
                   "RecordWrapperType": args.record_wrapper, "CompressionType": args.compression}
-        if args.shuffle_seed is not None and split == "train":
+        if args.shuffle_seed is not None and split == TRAIN:
             config["ShuffleConfig"] = {"Seed": args.shuffle_seed}
         channels[split] = (storage.join(args.dataset, split) + ("/" if storage.is_s3(args.dataset) else ""), config)
     channels[META_CHANNEL] = (storage.join(args.dataset, MANIFEST_NAME),

@@ -11,7 +11,7 @@ import os
 from tfrecord import batching, content
 from tfrecord.errors import ManifestError, UserError
 from tfrecord.framing import RecordSplitter
-from tfrecord.manifest import MANIFEST_NAME
+from tfrecord.manifest import MANIFEST_NAME, TRAIN
 from tfrecord.streams import BLOCK_SIZE
 
 CYCLE = 16  # shards read round-robin, a block at a time, when shuffling
@@ -27,7 +27,7 @@ def shard_files(source):
             raise UserError(f"{source}: no such shard or split directory")
         return [source]
     if os.path.exists(os.path.join(source, MANIFEST_NAME)):
-        raise UserError(f"{source} is a dataset root: pass one split directory, e.g. {os.path.join(source, 'train')}")
+        raise UserError(f"{source} is a dataset root: pass one split directory, e.g. {os.path.join(source, TRAIN)}")
     files = sorted(os.path.join(d, f) for d, _, names in os.walk(source) for f in names if f.endswith(".tfrecord"))
     if not files:
         raise UserError(f"{source}: no .tfrecord shards")

@@ -202,5 +202,5 @@ def locate_manifest(flag, split_dir, split_flag):
         raise UserError(f"{split_flag} {split_dir}: no such folder (and no {MANIFEST_NAME} in a `meta` channel)")
     if os.path.isfile(os.path.join(split_dir, MANIFEST_NAME)):
         raise UserError(f"{split_flag} {split_dir}: a dataset root, not a split folder; pass one split, "
-                        f"e.g. {os.path.join(split_dir, 'train')}")
+                        f"e.g. {os.path.join(split_dir, TRAIN)}")
     return read_manifest(os.path.dirname(os.path.abspath(split_dir)))

@@ -12,7 +12,7 @@ from tfrecord import content, flags, schema, storage
 from tfrecord.contact_sheet import contact_sheet
 from tfrecord.errors import UserError, exits_on_user_error
 from tfrecord.framing import read_records
-from tfrecord.manifest import MANIFEST_NAME, read_manifest
+from tfrecord.manifest import MANIFEST_NAME, TRAIN, read_manifest
 
 SHEET_COLUMNS = 8
 
@@ -83,10 +83,11 @@ def inspect(root, samples=0):
                 seen += 1
             if count != shard.records:
                 raise UserError(f"{shard.path}: {count} records, manifest says {shard.records}")
-    if manifest.options.get("holdout_labels") and "train" in labels:
-        for split in set(labels) - {"train"}:
-            if labels[split] & labels["train"]:
-                raise UserError(f"split {split}: {len(labels[split] & labels['train'])} labels also occur in train despite holdout")
+    if manifest.options.get("holdout_labels") and TRAIN in labels:
+        for split in set(labels) - {TRAIN}:
+            if labels[split] & labels[TRAIN]:
+                raise UserError(f"split {split}: {len(labels[split] & labels[TRAIN])} labels also occur in {TRAIN} "
+                                "despite holdout")
     return manifest, labels, gallery
 
 
@@ -95,7 +96,7 @@ def summary(root, manifest, labels):
     lines = [f"{root}: {spec.describe()}, mode {manifest.mode}, seed {manifest.seed}",
              f"{'split':<12}{'shards':>8}{'examples':>10}{'MiB':>9}{'labels':>9}{'in train':>10}"]
     for split, info in manifest.splits.items():
-        overlap = len(labels[split] & labels.get("train", set())) if split != "train" else len(labels[split])
+        overlap = len(labels[split] & labels.get(TRAIN, set())) if split != TRAIN else len(labels[split])
         mib = sum(s.bytes for s in info.shards) / 2**20
         lines.append(f"{split:<12}{len(info.shards):>8}{info.examples:>10}{mib:>9.1f}{len(labels[split]):>9}{overlap:>10}")
     return "\n".join(lines)
