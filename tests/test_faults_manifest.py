@@ -44,7 +44,8 @@ CORRUPTIONS = [
     (lambda d: d["spec"].update(alphabet="00123"), "spec: alphabet '00123' repeats a character"),
     (lambda d: shard(1)(d).update(records="40"), 'splits.train.shards[1].records: must be an integer, got "40"'),
     (lambda d: shard(1)(d).update(records=40.0), "splits.train.shards[1].records: must be an integer, got 40.0"),
-    (lambda d: shard(0)(d).update(bytes=-1), "splits.train.shards[0].bytes: must be greater than or equal to 0, got -1"),
+    (lambda d: shard(0)(d).update(bytes=-1),
+     "splits.train.shards[0].bytes: must be greater than or equal to 0, got -1"),
     (lambda d: shard(0)(d).update(bytes=10), "splits.train.shards[0]: 40 records cannot fit in 10 bytes (each record "
                                              "takes at least 16)"),
     (lambda d: shard(0)(d).update(sha256="abc"),
@@ -183,7 +184,8 @@ def test_the_pipe_reader_meets_a_wrong_alphabet_and_size_in_one_line(tiny_datase
                             "through a Pipe channel with CompressionType Gzip"),
     ("RecordIO", recordio_encode, "RecordIO-wrapped data at byte 0, not TFRecord: read it through a Pipe channel "
                                   "with RecordWrapperType RecordIO"),
-    ("zip", lambda data: b"PK\x03\x04" + data, "a zip archive at byte 0, not TFRecord: extract its TFRecord shards first"),
+    ("zip", lambda data: b"PK\x03\x04" + data,
+     "a zip archive at byte 0, not TFRecord: extract its TFRecord shards first"),
     ("png", lambda data: b"\x89PNG\r\n\x1a\n" + data,
      "a PNG image at byte 0, not TFRecord: shards hold tf.train.Example records: write them with "
      "`captcha-pipeline generate`"),
@@ -201,17 +203,19 @@ def test_a_shard_of_another_kind_is_named_as_what_it_is(tiny_dataset, tmp_path, 
 
 
 @pytest.mark.parametrize("command", ["inspect", "train"])
-def test_a_fifo_in_place_of_a_shard_is_refused_not_read(tiny_dataset, tmp_path, train_args, capsys, command):
+@pytest.mark.parametrize("path, what", [(TRAIN_1, "shard"), ("dataset.json", "dataset manifest")])
+def test_a_fifo_in_place_of_a_shard_or_manifest_is_refused_not_read(tiny_dataset, tmp_path, train_args, capsys,
+                                                                     command, path, what):
     root = tmp_path / "data"
     shutil.copytree(tiny_dataset, root)
-    (root / TRAIN_1).unlink()
-    os.mkfifo(root / TRAIN_1)  # no writer ever opens it: any read would block for good
+    (root / path).unlink()
+    os.mkfifo(root / path)  # no writer ever opens it: any read would block for good
+    line = f"error: {root}/{path}: a FIFO, not a regular file (a {what} must be one)\n"
     if command == "inspect":
         assert validate.main([str(root)]) == 2
-        assert capsys.readouterr().err == f"error: {root}/{TRAIN_1}: a FIFO, not a regular file (a shard must be one)\n"
+        assert capsys.readouterr().err == line
     else:
-        assert run_train(root, tmp_path, train_args, capsys) == (
-            2, f"error: {root}/{TRAIN_1}: a FIFO, not a regular file (a shard must be one)\n")
+        assert run_train(root, tmp_path, train_args, capsys) == (2, line)
         assert not (tmp_path / "out").exists()
 
 
@@ -228,7 +232,8 @@ def test_the_files_reader_refuses_a_device_and_a_fifo_opened_later(tiny_dataset,
     assert str(e.value) == f"{fifo}: a FIFO, not a regular file (a shard must be one)"
 
 
-def test_a_trainer_that_printed_a_traceback_exits(tiny_dataset, tmp_path, train_args):
+@pytest.mark.parametrize("command", [["trainer.train"], ["launch.cli", "train"]], ids=["python -m", "console"])
+def test_a_trainer_that_printed_a_traceback_exits(tiny_dataset, tmp_path, train_args, command):
     """An error TensorFlow raises inside the input pipeline (an undecodable PNG past the records checked in
     Python) leaves `main` as a traceback; the process then exits instead of waiting on a tf.data thread."""
     root = tmp_path / "data"
@@ -245,7 +250,7 @@ def test_a_trainer_that_printed_a_traceback_exits(tiny_dataset, tmp_path, train_
         info.bytes, info.sha256 = len(data), hashlib.sha256(data).hexdigest()
     (root / "dataset.json").write_text(manifest.to_json())
     args = train_args(root, tmp_path / "out", "--epochs", "2", "--shuffle-buffer", "0")
-    done = subprocess.run([sys.executable, "-m", "trainer.train", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", *command, *args], capture_output=True, text=True,
                           timeout=150, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert done.returncode == 1, done.stderr[-2000:]
     assert "Traceback" in done.stderr and embedded_user_error(done.stderr) is None

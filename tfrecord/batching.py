@@ -6,7 +6,9 @@ tensor of serialized records per group of whole batches (one Python -> TF hop pe
 record); parsing and decoding run per group in parallel in tf.data (`tf.io.decode_raw` for raw
 records, one PNG decode per image inside one map for PNG), then the group is cut into batches.
 """
+import dataclasses
 import random
+from collections.abc import Callable, Iterable, Iterator
 
 import tensorflow as tf
 
@@ -33,7 +35,31 @@ def decode_batch(serialized, spec: CaptchaSpec):
     return images, tf.cast(parsed[schema.LABEL], tf.int32)
 
 
-def checked(blocks, spec: CaptchaSpec, source, count=CHECKED):
+@dataclasses.dataclass(frozen=True)
+class ReadOptions:
+    """How a reader streams a channel's records, the same for the files and the Pipe reader.
+
+    Attributes:
+      num_workers, worker_index: with num_workers > 1, this host keeps its 1/num_workers of the data from
+        worker_index (0-based): every num_workers-th shard (files) or record (Pipe); several hosts on a
+        FullyReplicated channel.
+      shuffle_buffer: records held for shuffling (as tf.data's `shuffle`); 0 keeps the stored order.
+        The files reader then also shuffles the shard order per pass and reads CYCLE shards round-robin.
+      seed: shuffles repeat exactly for a seed (pass k uses (seed, k)); None draws fresh randomness.
+      repeat: False: one pass per iteration of the dataset (each Keras epoch; Pipe: one FIFO); True: one
+        endless stream, pass after pass (Pipe: FIFO after FIFO).
+      deterministic: decoded batches keep their order (tf.data's `deterministic` for the parallel decode).
+    """
+    num_workers: int = 1
+    worker_index: int = 0
+    shuffle_buffer: int = 0
+    seed: int | None = None
+    repeat: bool = False
+    deterministic: bool = False
+
+
+def checked(blocks: Iterable[list[bytes]], spec: CaptchaSpec, source: str,
+            count: int = CHECKED) -> Iterator[list[bytes]]:
     """Blocks of records from `source` (a shard, a FIFO), passed on once their first `count` records agree
     with the spec (schema.check_example: the label spelled in the spec's alphabet, the stored size), so a
     dataset.json whose alphabet or size is not the data's is one line naming the source and record."""
@@ -102,14 +128,25 @@ class Passes:
         yield from batches(blocks, self.group)
 
 
-def dataset(blocks, spec: CaptchaSpec, batch_size, *, shuffle_buffer=0, seed=None, deterministic=False):
+def dataset(blocks: Callable[[random.Random], Iterable[list[bytes]]], spec: CaptchaSpec, batch_size: int,
+            options: ReadOptions) -> tf.data.Dataset:
     """`blocks(rng)` -> prefetched tf.data of decoded (images, labels) batches of `batch_size`.
+
+    Args:
+      blocks: called once per iteration of the dataset with that pass's random.Random; yields lists of
+        verified serialized tf.train.Example records (bytes).
+      spec: the images are `spec.input_shape` (stored height, width, channels), the labels `spec.length`.
+      batch_size: examples per batch; the last batch of a pass may be shorter.
+      options: shuffle_buffer, seed and deterministic are used here (the rest by the reader).
+    Returns:
+      batches of (uint8 images [B, H, W, C], int32 labels [B, length]).
 
     Records cross into tf.data GROUP of them at a time (whole batches), are decoded per group in
     parallel, then cut into batches: the per-call cost of a Python -> TF hop is paid once per group.
     """
     group = batch_size * max(1, GROUP // batch_size)
-    passes = Passes(blocks, group, shuffle_buffer=shuffle_buffer, seed=seed)
+    passes = Passes(blocks, group, shuffle_buffer=options.shuffle_buffer, seed=options.seed)
     records = tf.data.Dataset.from_generator(passes, output_signature=tf.TensorSpec([None], tf.string))
-    decoded = records.map(lambda s: decode_batch(s, spec), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    decoded = records.map(lambda s: decode_batch(s, spec), num_parallel_calls=AUTOTUNE,
+                          deterministic=options.deterministic)
     return (decoded.rebatch(batch_size) if group > batch_size else decoded).prefetch(AUTOTUNE)

@@ -1,9 +1,10 @@
 """What a path or bytes that are not a TFRecord shard are, and how to read them instead.
 
 `open_regular` opens a shard only if it is a regular file: a FIFO, device or folder in its place is one
-line naming it, never a read that blocks or does not end. A TFRecord reader meeting a record header whose CRC fails asks `identify` about the bytes there, so a
-gzip-compressed shard read as plain, a RecordIO stream read unwrapped, or an image or archive in place
-of a shard is named as what it is rather than as a CRC mismatch.
+line naming it, never a read that blocks or does not end. A TFRecord reader meeting a record header
+whose CRC fails asks `identify` about the bytes there, so a gzip-compressed shard read as plain, a
+RecordIO stream read unwrapped, or an image or archive in place of a shard is named as what it is
+rather than as a CRC mismatch.
 """
 import os
 import stat
@@ -16,17 +17,19 @@ from tfrecord.streams import GZIP_MAGIC
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 
+_EXAMPLES = "shards hold tf.train.Example records: write them with `captcha-pipeline generate`"
 # (first bytes, what the data is, how to read it)
 KINDS = (
     (GZIP_MAGIC, "gzip-compressed data",
      "decompress it first (gunzip), or read it through a Pipe channel with CompressionType Gzip"),
-    (struct.pack("<I", RECORDIO_MAGIC), "RecordIO-wrapped data", "read it through a Pipe channel with RecordWrapperType RecordIO"),
+    (struct.pack("<I", RECORDIO_MAGIC), "RecordIO-wrapped data",
+     "read it through a Pipe channel with RecordWrapperType RecordIO"),
     (b"BZh", "bzip2-compressed data", "decompress it first (bunzip2)"),
     (b"\xfd7zXZ\x00", "xz-compressed data", "decompress it first (unxz)"),
     (b"\x28\xb5\x2f\xfd", "zstd-compressed data", "decompress it first (unzstd)"),
     (b"PK\x03\x04", "a zip archive", "extract its TFRecord shards first"),
-    (PNG_SIGNATURE, "a PNG image", "shards hold tf.train.Example records: write them with `captcha-pipeline generate`"),
-    (JPEG_SIGNATURE, "a JPEG image", "shards hold tf.train.Example records: write them with `captcha-pipeline generate`"),
+    (PNG_SIGNATURE, "a PNG image", _EXAMPLES),
+    (JPEG_SIGNATURE, "a JPEG image", _EXAMPLES),
 )
 
 

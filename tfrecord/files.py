@@ -11,7 +11,8 @@ import os
 from tfrecord import batching, content
 from tfrecord.errors import ManifestError, UserError
 from tfrecord.framing import RecordSplitter
-from tfrecord.manifest import MANIFEST_NAME, TRAIN
+from tfrecord.manifest import MANIFEST_NAME, TRAIN, Manifest
+from tfrecord.spec import CaptchaSpec
 from tfrecord.streams import BLOCK_SIZE
 
 CYCLE = 16  # shards read round-robin, a block at a time, when shuffling
@@ -91,16 +92,30 @@ def interleave(streams, cycle):
             active.append(stream)
 
 
-def files_dataset(source, spec, batch_size, *, manifest=None, split=None, subset=False, num_workers=1, worker_index=0,
-                  shuffle_buffer=0, seed=None, repeat=False, deterministic=False):
-    """Shards -> tf.data of (uint8 images, int32 labels) batches.
+def files_dataset(source: str | os.PathLike | list, spec: CaptchaSpec, batch_size: int, *,
+                  manifest: Manifest | None = None, split: str | None = None, subset: bool = False,
+                  num_workers: int = 1, worker_index: int = 0, shuffle_buffer: int = 0, seed: int | None = None,
+                  repeat: bool = False, deterministic: bool = False) -> "tf.data.Dataset":
+    """Shards -> tf.data of (uint8 images [B, H, W, C], int32 labels [B, length]); [H, W, C] = spec.input_shape.
 
-    With `manifest`, `source` is the folder of `split` and exactly its shards are read (see manifest_shards);
-    without, every *.tfrecord under `source` (or the shard / list of shards given). shuffle_buffer > 0
-    shuffles the shard order per pass, reads CYCLE shards round-robin and shuffles records through a
-    buffer; repeat=True is one endless stream, pass after pass. num_workers > 1 keeps every
-    num_workers-th shard starting at worker_index (several hosts on FullyReplicated files).
+    Args:
+      source: with `manifest`, the folder of `split`; without, a split folder (every *.tfrecord under it),
+        one shard, or a list of shard paths.
+      spec: the CaptchaSpec the records are checked against (the first CHECKED records of each shard) and
+        decoded with.
+      batch_size: examples per batch; the last batch of a pass may be shorter.
+      manifest, split: read exactly the manifest's shards of `split` (see manifest_shards), each one's record
+        count checked as it ends.
+      subset: the folder may hold only some of the split's shards (ShardedByS3Key).
+      num_workers, worker_index, shuffle_buffer, seed, repeat, deterministic: see batching.ReadOptions;
+        here num_workers > 1 keeps every num_workers-th shard.
+    Raises:
+      UserError (at once): no shards, a shard that is not a regular file, shards the manifest does not list
+        or lacks, fewer shards than workers. While reading (as the error of the iteration): a corrupt
+        record or other content (CorruptRecordError), a record that disagrees with the spec (RecordError),
+        a wrong record count (ManifestError).
     """
+    options = batching.ReadOptions(num_workers, worker_index, shuffle_buffer, seed, repeat, deterministic)
     if manifest is not None:
         shards = manifest_shards(source, manifest, split, subset=subset)
     else:
@@ -121,5 +136,4 @@ def files_dataset(source, spec, batch_size, *, manifest=None, split=None, subset
                 for shard in shards:
                     yield from batching.checked(read_shard(*shard), spec, shard[0])
 
-    return batching.dataset(blocks, spec, batch_size, shuffle_buffer=shuffle_buffer, seed=seed,
-                            deterministic=deterministic)
+    return batching.dataset(blocks, spec, batch_size, options)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from tfrecord import sagemaker, storage
+from tfrecord import content, sagemaker, storage
 from tfrecord.errors import ManifestError, SpecError, UserError
 from tfrecord.spec import STRICT, CaptchaSpec
 
@@ -25,6 +25,7 @@ FORMAT_VERSION = 1
 PLAN_VERSION = 2  # the producer's label plans; a manifest without one was made by version 1 (materialised plans)
 TRAIN, VALIDATION, TEST = SPLITS = ("train", "validation", "test")
 MODES = ("uniform", "permutations")
+MAX_MANIFEST_BYTES = 256 << 20  # ~1 million shards of ~200 bytes each
 MIN_RECORD_BYTES = 16  # TFRecord framing of an empty record: length, its CRC, the data's CRC
 
 Count = Annotated[int, Field(ge=0)]
@@ -166,7 +167,8 @@ def _inconsistency(manifest):
             return (f"splits.{name}.examples: {info.examples}, but the record counts of its {len(info.shards)} "
                     f"shards do not add up to it ({total})")
         for option in ("examples", "num_shards"):
-            listed = manifest.options.get(option, {}).get(name) if isinstance(manifest.options.get(option), dict) else None
+            per_split = manifest.options.get(option)
+            listed = per_split.get(name) if isinstance(per_split, dict) else None
             actual = info.examples if option == "examples" else len(info.shards)
             if listed is not None and listed != actual:
                 return f"options.{option}.{name}: {_as_json(listed)}, but the {name!r} split has {actual}"
@@ -178,6 +180,11 @@ def read_manifest(location):
     location = str(location)
     is_file = location.endswith(".json") if storage.is_s3(location) else os.path.isfile(location)
     uri = location if is_file else storage.join(location.rstrip("/"), MANIFEST_NAME)
+    if not storage.is_s3(uri) and os.path.lexists(uri):  # a FIFO or device there: one line, not a read
+        content.check_regular(uri, what="dataset manifest")
+        if os.path.getsize(uri) > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{uri}: {os.path.getsize(uri)} bytes, more than any dataset manifest "
+                                f"({MAX_MANIFEST_BYTES >> 20} MiB)")
     try:
         text = storage.read(uri)
     except storage.NotFound:

@@ -21,6 +21,7 @@ from tfrecord import batching, sagemaker
 from tfrecord.errors import CorruptRecordError, ManifestError, UserError
 from tfrecord.framing import RecordSplitter
 from tfrecord.recordio import RecordIOUnwrapper
+from tfrecord.spec import CaptchaSpec
 from tfrecord.streams import BLOCK_SIZE, GZIP_MAGIC, Inflater, widen_pipe
 
 
@@ -121,13 +122,27 @@ class _Gunzip:
             raise CorruptRecordError(self.source, self.offset, "stream ends inside a gzip member")
 
 
-def pipe_dataset(channel, spec, batch_size, *, records=None, timeout=300, num_workers=1, worker_index=0,
-                 shuffle_buffer=0, seed=None, repeat=False, deterministic=False):
-    """Pipe-mode channel -> tf.data of (uint8 images, int32 labels) batches.
+def pipe_dataset(channel: str, spec: CaptchaSpec, batch_size: int, *, records: int | None = None,
+                 timeout: float = 300, num_workers: int = 1, worker_index: int = 0, shuffle_buffer: int = 0,
+                 seed: int | None = None, repeat: bool = False, deterministic: bool = False) -> "tf.data.Dataset":
+    """Pipe-mode channel -> tf.data of (uint8 images [B, H, W, C], int32 labels [B, length]); [H, W, C] =
+    spec.input_shape.
 
-    `records`: how many records each FIFO must hold (the split's count on a FullyReplicated channel).
-    num_workers > 1 keeps every num_workers-th record (several hosts on a FullyReplicated channel).
+    Args:
+      channel: the channel's name in inputdataconfig.json; its FIFOs are `<channel>_<epoch>`.
+      spec: the CaptchaSpec the records are checked against (the first CHECKED records of each FIFO) and
+        decoded with.
+      batch_size: examples per batch; the last batch of a FIFO may be shorter.
+      records: how many records each FIFO must hold (the split's count on a FullyReplicated channel).
+      timeout: seconds a FIFO may take to appear, to get a writer, or between two reads.
+      num_workers, worker_index, shuffle_buffer, seed, repeat, deterministic: see batching.ReadOptions;
+        here num_workers > 1 keeps every num_workers-th record.
+    Raises:
+      UserError (at once) for a channel that is not in Pipe mode; while reading, one line naming the channel,
+      epoch and byte offset or record (timeouts, corrupt or other content, a record that disagrees with the
+      spec, a wrong record count).
     """
+    options = batching.ReadOptions(num_workers, worker_index, shuffle_buffer, seed, repeat, deterministic)
     config = channel_config(channel)
     fifos = itertools.count()  # shared by every iteration: each opens FIFOs no iteration has read
 
@@ -137,5 +152,4 @@ def pipe_dataset(channel, spec, batch_size, *, records=None, timeout=300, num_wo
                                       f"channel {channel} epoch {epoch}")
             yield from batching.every_nth(stream, num_workers, worker_index) if num_workers > 1 else stream
 
-    return batching.dataset(blocks, spec, batch_size, shuffle_buffer=shuffle_buffer, seed=seed,
-                            deterministic=deterministic)
+    return batching.dataset(blocks, spec, batch_size, options)
