@@ -128,6 +128,9 @@ def test_a_shortened_alphabet_is_one_line_naming_the_shard(tiny_dataset, tmp_pat
     assert status == 2
     assert re.fullmatch(rf"error: {root}/train/train-0000[0-2]-of-00003\.tfrecord record \d+: label '(9\d|\d9)' is "
                         r"not 2 characters of '012345678'\n", err), err
+    assert validate.main([str(root)]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"error: {TRAIN_0} record \d+: label '(9\d|\d9)' is not 2 characters of '012345678'\n", err), err
 
 
 def test_a_wrong_stored_size_is_one_line_naming_the_shard(tiny_dataset, tmp_path, train_args, capsys):
