@@ -7,7 +7,7 @@ from tfrecord.errors import run_as_process
 
 COMMANDS = {
     "generate": ("beam_jobs.generate:main", "render captchas with Apache Beam into sharded TFRecords"),
-    "inspect": ("tfrecord.validate:main", "validate a dataset against its manifest; contact sheet"),
+    "inspect": ("launch.inspect_dataset:main", "validate a dataset against its manifest; contact sheet"),
     "train": ("trainer.train:main", "train the CNN (SageMaker script-mode contract, or local flags)"),
     "evaluate": ("trainer.evaluate:main", "score a model on a split: JSON report and error gallery"),
     "predict": ("trainer.predict:main", "read image files with a SavedModel"),

@@ -9,14 +9,14 @@ WITHOUT_TENSORFLOW = """
 import sys
 sys.modules["tensorflow"] = sys.modules["keras"] = None  # any import of them now fails
 sys.modules["apache_beam"] = None  # nor is inspect a Beam job
-from tfrecord import validate
+from launch import inspect_dataset
 del sys.modules["apache_beam"]
 from beam_jobs import generate
 import launch.local, launch.sagemaker_job
 out = sys.argv[1]
 generate.run(["--output", out, "--chars", "ab", "--length", "2", "--width", "40", "--height", "24",
               "--train-examples", "6", "--validation-examples", "2", "--test-examples", "2", "--num-shards", "1"])
-sys.exit(validate.main([out, "--contact-sheet", out + "/sheet.png"]))
+sys.exit(inspect_dataset.main([out, "--contact-sheet", out + "/sheet.png"]))
 """
 
 

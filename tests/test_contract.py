@@ -135,7 +135,7 @@ def test_raw_records_round_trip_and_match_the_box_filter():
 def test_raw_dataset_passes_inspect_with_3_kb_records(make_dataset, tmp_path, capsys):
     from PIL import Image
 
-    from tfrecord import validate
+    from launch import inspect_dataset
     from tfrecord.manifest import read_manifest
 
     root = make_dataset("-d", "--image-format", "raw", "--store-size", "60x50", "--train-examples", "24",
@@ -145,7 +145,7 @@ def test_raw_dataset_passes_inspect_with_3_kb_records(make_dataset, tmp_path, ca
     shard = manifest.split("train").shards[0]
     assert 3000 < shard.bytes / shard.records < 3300  # 3,000 pixel bytes + label and framing
     sheet = tmp_path / "sheet.png"
-    assert validate.main([str(root), "--contact-sheet", str(sheet), "--samples", "8"]) == 0
+    assert inspect_dataset.main([str(root), "--contact-sheet", str(sheet), "--samples", "8"]) == 0
     assert "120x100 stored 60x50 L raw" in capsys.readouterr().out
     assert Image.open(sheet).size[0] == 8 * (60 + 4)
     # a raw record of the wrong length is named
@@ -157,7 +157,7 @@ def test_raw_dataset_passes_inspect_with_3_kb_records(make_dataset, tmp_path, ca
     (bad / shard.path).write_bytes(data)
     shard.bytes, shard.sha256 = len(data), hashlib.sha256(data).hexdigest()
     (bad / "dataset.json").write_text(manifest.to_json())
-    assert validate.main([str(bad)]) == 2
+    assert inspect_dataset.main([str(bad)]) == 2
     assert f"{shard.path} record 1: raw image has 2999 bytes, spec says 60x50x1 = 3000" in capsys.readouterr().err
 
 

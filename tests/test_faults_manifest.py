@@ -15,8 +15,9 @@ import threading
 
 import pytest
 
+from launch import inspect_dataset
 from launch.pipe_agent import Progress, feed_pipe
-from tfrecord import framing, sagemaker, schema, validate
+from tfrecord import framing, sagemaker, schema
 from tfrecord.errors import UserError, embedded_user_error
 from tfrecord.files import files_dataset, read_shard, shard_files
 from tfrecord.manifest import read_manifest
@@ -94,7 +95,7 @@ def run_train(root, tmp_path, train_args, capsys, *extra):
 def test_each_way_a_manifest_is_wrong_is_one_line_naming_the_field(tiny_dataset, tmp_path, train_args, capsys,
                                                                   change, problem):
     root = copy_with(tiny_dataset, tmp_path, change)
-    assert validate.main([str(root)]) == 2
+    assert inspect_dataset.main([str(root)]) == 2
     assert capsys.readouterr().err == f"error: {root}/dataset.json: {problem}\n"
     assert run_train(root, tmp_path, train_args, capsys) == (2, f"error: {root}/dataset.json: {problem}\n")
     assert not (tmp_path / "out").exists()  # refused before any work
@@ -108,7 +109,7 @@ def first_record(path):
 def test_a_permuted_alphabet_is_one_line_naming_the_shard(tiny_dataset, tmp_path, train_args, capsys):
     root = copy_with(tiny_dataset, tmp_path, lambda d: d["spec"].update(alphabet="9876543210"))
     line = r"error: {}: label indices \[(\d), (\d)\] do not spell '(\d)(\d)' in the alphabet '9876543210'\n"
-    assert validate.main([str(root)]) == 2  # inspect reads the splits and shards in order
+    assert inspect_dataset.main([str(root)]) == 2  # inspect reads the splits and shards in order
     record = first_record(root / TRAIN_0)
     assert capsys.readouterr().err == (f"error: {TRAIN_0} record 0: label indices "
                                        f"{record[schema.LABEL]} do not spell {record[schema.TEXT][0].decode()!r} "
@@ -128,7 +129,7 @@ def test_a_shortened_alphabet_is_one_line_naming_the_shard(tiny_dataset, tmp_pat
     assert status == 2
     assert re.fullmatch(rf"error: {root}/train/train-0000[0-2]-of-00003\.tfrecord record \d+: label '(9\d|\d9)' is "
                         r"not 2 characters of '012345678'\n", err), err
-    assert validate.main([str(root)]) == 2
+    assert inspect_dataset.main([str(root)]) == 2
     err = capsys.readouterr().err
     assert re.fullmatch(rf"error: {TRAIN_0} record \d+: label '(9\d|\d9)' is not 2 characters of '012345678'\n", err), err
 
@@ -139,7 +140,7 @@ def test_a_wrong_stored_size_is_one_line_naming_the_shard(tiny_dataset, tmp_path
     assert status == 2
     assert re.fullmatch(rf"error: {root}/train/train-0000[0-2]-of-00003\.tfrecord record 0: declared png 40x24, "
                         r"spec says png 20x24\n", err), err
-    assert validate.main([str(root)]) == 2
+    assert inspect_dataset.main([str(root)]) == 2
     assert capsys.readouterr().err == f"error: {TRAIN_0} record 0: declared png 40x24, spec says png 20x24\n"
 
 
@@ -215,7 +216,7 @@ def test_a_fifo_in_place_of_a_shard_or_manifest_is_refused_not_read(tiny_dataset
     os.mkfifo(root / path)  # no writer ever opens it: any read would block for good
     line = f"error: {root}/{path}: a FIFO, not a regular file (a {what} must be one)\n"
     if command == "inspect":
-        assert validate.main([str(root)]) == 2
+        assert inspect_dataset.main([str(root)]) == 2
         assert capsys.readouterr().err == line
     else:
         assert run_train(root, tmp_path, train_args, capsys) == (2, line)

@@ -92,9 +92,9 @@ def test_s3_output_through_a_loopback_server(s3, capsys):
     body = s3.client.get_object(Bucket=s3.bucket, Key=f"captchas/{shard['path']}")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == shard["sha256"]
     assert "examples/s" in capsys.readouterr().out
-    from tfrecord import validate
+    from launch import inspect_dataset
 
-    assert validate.main([out, "--s3_endpoint_url", s3.url]) == 0
+    assert inspect_dataset.main([out, "--s3_endpoint_url", s3.url]) == 0
 
 
 def test_rerun_is_idempotent_and_a_different_dataset_needs_overwrite(tmp_path, capsys):

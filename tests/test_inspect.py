@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from beam_jobs.render import Renderer
-from tfrecord import schema, validate
+from launch import inspect_dataset
+from tfrecord import schema
 from tfrecord.framing import frame, read_records
 from tfrecord.manifest import read_manifest
 from tfrecord.schema import encode_example
@@ -24,7 +25,7 @@ def dataset(tiny_dataset, tmp_path):
 
 def test_a_valid_dataset_passes_and_draws_a_contact_sheet(dataset, tmp_path, capsys):
     sheet = tmp_path / "sheet.png"
-    assert validate.main([str(dataset), "--contact-sheet", str(sheet), "--samples", "12"]) == 0
+    assert inspect_dataset.main([str(dataset), "--contact-sheet", str(sheet), "--samples", "12"]) == 0
     out = capsys.readouterr().out
     assert "train" in out and "ok: 184 examples match dataset.json" in out
     assert "(12 images)" in out  # 4 from each split
@@ -43,7 +44,7 @@ def test_s3_dataset_through_aws_endpoint_url(tiny_dataset, s3, upload, monkeypat
     """boto3's own AWS_ENDPOINT_URL reaches every S3 call, as --s3_endpoint_url does."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3.url)
     data = upload(tiny_dataset, prefix="tiny")
-    assert validate.main([data]) == 0
+    assert inspect_dataset.main([data]) == 0
     assert "ok: 184 examples match dataset.json" in capsys.readouterr().out
 
 
@@ -81,7 +82,7 @@ def rewrite_record(dataset, shard_path, index, record):
 
 
 def fail(dataset, capsys):
-    assert validate.main([str(dataset)]) == 2
+    assert inspect_dataset.main([str(dataset)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     return err
@@ -118,5 +119,5 @@ def test_a_manifest_that_is_not_an_object_is_one_line(dataset, capsys):
 
 
 def test_unknown_flags_are_refused(dataset, capsys):
-    assert validate.main([str(dataset), "--contact-shet", "x.png"]) == 2
+    assert inspect_dataset.main([str(dataset), "--contact-shet", "x.png"]) == 2
     assert capsys.readouterr().err == "error: unknown flag --contact-shet (see --help)\n"
