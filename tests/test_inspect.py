@@ -103,6 +103,30 @@ def test_damage_is_named(dataset, capsys):
     assert f"{shard}: listed in the manifest but missing" in fail(dataset, capsys)
 
 
+def test_a_corrupt_crc_names_the_shard_and_byte_offset(dataset, capsys):
+    """A bit flipped in record 2's payload (the manifest's size and sha256 made to agree, so only the CRC
+    can see it), then in record 1's length header: the line names the shard and the record's byte offset."""
+    shard = read_manifest(str(dataset)).split("train").shards[0].path
+    original = (dataset / shard).read_bytes()
+    records = list(read_records(io.BytesIO(original), shard))
+    starts = [sum(len(frame(r)) for r in records[:i]) for i in range(len(records))]
+
+    def corrupt_at(position):
+        data = bytearray(original)
+        data[position] ^= 0x01
+        (dataset / shard).write_bytes(bytes(data))
+        manifest = json.loads((dataset / "dataset.json").read_text())
+        for entry in manifest["splits"]["train"]["shards"]:
+            if entry["path"] == shard:
+                entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        (dataset / "dataset.json").write_text(json.dumps(manifest))
+
+    corrupt_at(starts[2] + 12 + 5)  # the 6th payload byte of record 2 (after its 12-byte header)
+    assert fail(dataset, capsys) == f"error: {shard}: corrupt record at byte {starts[2]}: payload CRC mismatch\n"
+    corrupt_at(starts[1])  # record 1's length field
+    assert fail(dataset, capsys) == f"error: {shard}: corrupt record at byte {starts[1]}: header (length) CRC mismatch\n"
+
+
 def test_a_stray_file_in_a_split_folder_is_refused(dataset, capsys):
     (dataset / "train" / "notes.txt").write_text("x")
     assert "notes.txt: not in the manifest" in fail(dataset, capsys)
