@@ -24,8 +24,9 @@ setup(
         # invoke --url (requests)
         "launch": ["sagemaker-train", "boto3", "requests"],
         # moto's standalone server for S3 and SageMaker only: its full `server` extra pins graphql-core
-        # past what the SDK's graphene accepts
-        "dev": ["pytest", "pytest-timeout", "pytest-xdist", "moto[s3,sagemaker]", "flask", "flask-cors", "requests"],
+        # past what the SDK's graphene accepts; jax (CPU) runs the model on Keras's JAX backend in a test
+        "dev": ["pytest", "pytest-timeout", "pytest-xdist", "moto[s3,sagemaker]", "flask", "flask-cors", "requests",
+                "jax", "jaxlib"],
     },
     entry_points={"console_scripts": ["captcha-pipeline=launch.cli:main"]},
 )
