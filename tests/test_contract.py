@@ -31,7 +31,7 @@ def test_spec_defaults_follow_the_seed():
     assert (spec.width, spec.height) == (120, 100)
     assert CaptchaSpec.from_dict(spec.to_dict()) == spec
     assert spec.encode_label("0907") == [0, 9, 0, 7]
-    with pytest.raises(SpecError):
+    with pytest.raises(SpecError, match=r"^label '12a4' is not 4 characters of '0123456789'$"):
         spec.encode_label("12a4")
 
 

@@ -211,11 +211,24 @@ def test_evaluate_checks_outputs_first_and_names_samples_safely(tmp_path, capsys
     assert err == f"error: --report: {blocker / 'r.json'}: cannot be written ({blocker} is a file)\n"
     assert not (tmp_path / "g.png").exists()
     assert evaluate.main([*args, "--report", str(tmp_path / "r.json"), "--samples", str(tmp_path / "s")]) == 0
-    names = sorted(os.listdir(tmp_path / "s"))
-    assert len(names) == 8 and all(n[:6] in ("%2F%2F", "%2F%5F", "%5F%2F", "%5F%5F") for n in names)
+    from tfrecord import schema
+    from tfrecord.framing import read_records
+
+    with open(f"{data}/test/test-00000-of-00001.tfrecord", "rb") as f:  # the 8 test examples, in order
+        texts = [schema.decode_example(r)[schema.TEXT][0].decode() for r in read_records(f, "test")]
+    escaped = {"/": "%2F", "_": "%5F"}
+    assert sorted(os.listdir(tmp_path / "s")) == sorted(
+        f"{escaped[a]}{escaped[b]}_{n:05d}.png" for n, (a, b) in enumerate(texts))
     capsys.readouterr()
-    predict.main(["--model-dir", str(tmp_path / "model"), str(tmp_path / "s")])
-    assert "/8 labelled files)" in capsys.readouterr().out  # predict reads the labels back from the names
+    assert predict.main(["--model-dir", str(tmp_path / "model"), str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    read_back = {}  # predict reads each label back from its file name: "  ok", or "  WRONG (truth <label>)"
+    for line in out.splitlines():
+        if "\t" in line:
+            path, text, rest = line.split("\t")
+            read_back[os.path.basename(path)] = text if rest.endswith("  ok") else rest.split("(truth ")[1][:-1]
+    assert sorted(read_back.values()) == sorted(texts) and len(read_back) == 8
+    assert out.endswith("predicted 8 file(s), 0 error(s)\n")
 
 
 def test_a_broken_model_dir_is_one_line(trained, tmp_path, capsys):
