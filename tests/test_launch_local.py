@@ -91,7 +91,9 @@ def test_pipe_feeder_streams_each_epoch_through_a_fifo(tmp_path, monkeypatch, co
     try:
         for epoch in range(2):
             fifo = sagemaker.fifo_path("train", epoch)
+            deadline = time.monotonic() + 30
             while not os.path.exists(fifo):
+                assert time.monotonic() < deadline and not errors, f"no {fifo}: {errors}"
                 time.sleep(0.01)
             with open(fifo, "rb") as f:
                 stream = f.read()
@@ -99,7 +101,8 @@ def test_pipe_feeder_streams_each_epoch_through_a_fifo(tmp_path, monkeypatch, co
                 from tfrecord.recordio import RecordIOUnwrapper
                 stream = RecordIOUnwrapper(fifo).feed(stream)
             assert stream == b"".join(data for data, _ in shards)
-            assert len(list(read_records(io.BytesIO(stream), fifo))) == 12  # well-framed records
+            assert list(read_records(io.BytesIO(stream), fifo)) == [  # well-framed records, in object order
+                f"record {i}.{j}".encode() for i in range(3) for j in range(4)]
     finally:
         stop.set()
         feeder.join(timeout=10)

@@ -4,6 +4,7 @@ import gzip
 import io
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -179,10 +180,9 @@ def test_closing_the_stream_releases_the_agent(tiny_dataset, tmp_path, container
     spec = read_manifest(str(tiny_dataset)).spec
     container(train=dict())
     data = b"".join(open(s, "rb").read() for s in shard_files(tiny_dataset / "train")) * 200  # 22 MB: fills the pipe
-    agent("train", [write(tmp_path / "big", data)])
+    log = agent("train", [write(tmp_path / "big", data)])
     stream = iter(channel("train", spec, 50, repeat=True))
     next(stream)
-    time.sleep(1)
     assert not os.path.exists(sagemaker.fifo_path("train", 1))  # the agent is still writing FIFO 0
     del stream
     gc.collect()
@@ -190,6 +190,8 @@ def test_closing_the_stream_releases_the_agent(tiny_dataset, tmp_path, container
     while not os.path.exists(sagemaker.fifo_path("train", 1)):  # the reader closed FIFO 0: the agent moved on
         assert time.monotonic() < deadline, "the agent is still blocked on FIFO 0"
         time.sleep(0.05)
+    sent, total = re.search(r"^pipe train_0 .* ([\d.]+) / ([\d.]+) MB", log.getvalue(), re.MULTILINE).groups()
+    assert float(sent) < float(total) == round(len(data) / 1e6, 2)  # FIFO 0 ended when the reader let go, not at its end
 
 
 def test_a_fifo_that_never_appears_or_never_gets_a_writer_times_out(tiny_dataset, container, first_error):

@@ -138,7 +138,8 @@ def test_s3_flags_reach_beam_workers(s3):
     assert generate.main(["--output", out, *SMALL, "--s3_endpoint_url", s3.url,
                           "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]) == 0
     keys = {o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="multi/")["Contents"]}
-    assert len(keys) == 7 and "multi/dataset.json" in keys
+    assert keys == {"multi/dataset.json", *(f"multi/{split}/{split}-0000{i}-of-00002.tfrecord"
+                                           for split in ("train", "validation", "test") for i in range(2))}
 
 
 def test_every_client_is_bounded():
