@@ -2,6 +2,7 @@
 loopback ports, Pipe FIFOs per host, an unequal split of 3 shards; and the failures that must not hang:
 a host killed mid-epoch, SIGTERM to the launcher (the spot case, then a restart of all hosts), a
 feeder error."""
+import json
 import os
 import re
 import signal
@@ -102,15 +103,15 @@ def test_a_killed_host_fails_the_job(tiny_dataset, tmp_path):
     try:
         read_until(job, r"^\[algo-1\] epoch=1 ")
         os.kill(trainer_of(root, "algo-2"), signal.SIGKILL)
-        killed = time.monotonic()
         output = job.communicate(timeout=60)[0]
     finally:
         job.kill()
     assert job.returncode == 128 + signal.SIGKILL, output
-    assert time.monotonic() - killed < 45
+    assert not re.search(r"^\[algo-1\] epoch=3 ", output, re.MULTILINE), output  # it stopped in the epoch it was in
     failure = (tmp_path / "jobs/kill/output/failure").read_text().splitlines()
     assert failure[0] == "algo-2: AlgorithmError: ExecuteUserScriptError: ExitCode -9 (SIGKILL)", failure
-    assert any(line.startswith("algo-1: ") for line in failure), failure
+    assert any(line.startswith("algo-1: lost host algo-2: ") for line in failure), failure  # not only SIGTERM's line
+    assert re.search(r"^\[algo-1\] error: lost host algo-2: ", output, re.MULTILINE), output
     assert "error: training job kill failed: algo-2: AlgorithmError" in output
     assert not processes_using(root)
 
@@ -150,24 +151,26 @@ def test_sigterm_saves_a_checkpoint_and_all_hosts_resume(tiny_dataset, tmp_path,
 
 def test_feeder_error_fails_the_job_at_once(tiny_dataset, tmp_path, capsys):
     """`--compression Gzip` on plain shards: the feeder's error is the job's failure, within seconds."""
-    started = time.monotonic()
     rc = local.main(job_args(tiny_dataset, tmp_path / "jobs", "gz", "--input-mode", "Pipe", "--compression", "Gzip",
                              hosts=1))
-    assert rc == 1 and time.monotonic() - started < 60
+    assert rc == 1
     reason = "pipe train_0: " + os.path.join(str(tiny_dataset), "train", "train-00000-of-00003.tfrecord") + \
         ": zlib.error: Error -3 while decompressing data: incorrect header check"
     assert (tmp_path / "jobs/gz/output/failure").read_text().splitlines()[0] == reason
-    assert capsys.readouterr().err.endswith(f"error: training job gz failed: {reason}\n")
+    out, err = capsys.readouterr()
+    assert err.endswith(f"error: training job gz failed: {reason}\n")
+    assert "epoch=" not in out, out  # at once: no epoch was trained on a stream that failed at its first byte
 
 
 def test_a_launcher_killed_with_sigkill_leaves_no_trainer(tiny_dataset, tmp_path):
-    """SIGKILL cannot be caught: the trainers learn of it from the kernel (SIGTERM at parent death)."""
+    """SIGKILL cannot be caught: both hosts' trainers learn of it from the kernel (SIGTERM at parent death)."""
     root = str(tmp_path / "root")
     job = start(job_args(tiny_dataset, tmp_path / "jobs", "gone", "--input-mode", "Pipe", "--root", root,
-                         hosts=1, epochs=50, batch=4))
+                         hosts=2, epochs=50, batch=4))
     try:
-        read_until(job, r"^epoch=1 ")
-        assert len(processes_using(root)) == 1
+        read_until(job, r"^\[algo-1\] epoch=1 ")
+        assert trainer_of(root, "algo-1") and trainer_of(root, "algo-2")
+        assert len(processes_using(root)) == 2
     finally:
         job.kill()
         job.wait()
@@ -178,3 +181,22 @@ def test_a_launcher_killed_with_sigkill_leaves_no_trainer(tiny_dataset, tmp_path
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left
+
+
+def test_a_host_that_never_joins_ends_the_trainer_after_the_cluster_timeout(tiny_dataset, tmp_path, train_args):
+    """Host 0 of two, whose peer never starts: TensorFlow's handshake would wait for ever (GIL held, SIGTERM
+    caught); the watch process ends it after --cluster-timeout with one line, also in the failure file."""
+    ports = local.free_ports(2)
+    output = tmp_path / "output"
+    output.mkdir()
+    env = {**os.environ, "SM_HOSTS": '["algo-1", "algo-2"]', "SM_CURRENT_HOST": "algo-1",
+           "CAPTCHA_PIPELINE_WORKERS": json.dumps({f"algo-{i + 1}": f"127.0.0.1:{p}" for i, p in enumerate(ports)}),
+           "SM_MODEL_DIR": str(tmp_path / "model"), "SM_OUTPUT_DIR": str(output)}
+    args = train_args(tiny_dataset, str(tmp_path), "--epochs", "1", "--cluster-timeout", "3")
+    done = subprocess.run([sys.executable, "-m", "trainer.train", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    message = "not all of the hosts algo-1, algo-2 joined within 3 s"
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert f"error: {message}\n" in done.stderr
+    assert (output / "failure").read_text() == message + "\n"
+    assert not (tmp_path / "model").exists()
