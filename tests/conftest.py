@@ -59,9 +59,9 @@ def free_port():
     return _free_port
 
 
-@pytest.fixture(scope="session")
-def aws_server():
-    """moto's standalone server (S3, SageMaker, ...) on 127.0.0.1; `.url` is the endpoint URL."""
+def _start_aws_server():
+    """moto's standalone server (S3, SageMaker, ...) on a free loopback port, started: a namespace with
+    `.url` (the endpoint URL), `.port` and `.process`."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -76,9 +76,25 @@ def aws_server():
                 proc.kill()
                 raise RuntimeError("moto server did not start")
             time.sleep(0.2)
-    yield types.SimpleNamespace(url=url, port=port)
-    proc.terminate()
-    proc.wait(timeout=10)
+    return types.SimpleNamespace(url=url, port=port, process=proc)
+
+
+@pytest.fixture(scope="session")
+def aws_server():
+    """moto's standalone server (S3, SageMaker, ...) on 127.0.0.1; `.url` is the endpoint URL."""
+    server = _start_aws_server()
+    yield server
+    server.process.terminate()
+    server.process.wait(timeout=10)
+
+
+@pytest.fixture
+def own_aws_server():
+    """A moto server for this test alone, which the test may kill (`.process`); ended with the test."""
+    server = _start_aws_server()
+    yield server
+    server.process.kill()
+    server.process.wait(timeout=10)
 
 
 @pytest.fixture
