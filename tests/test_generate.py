@@ -166,7 +166,8 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, messag
 
 def test_missing_bucket_is_refused(s3, capsys):
     assert generate.main(["--output", "s3://no-such-bucket/x", "-d", "--s3_endpoint_url", s3.url]) == 2
-    assert "bucket 'no-such-bucket' is not accessible" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "bucket 'no-such-bucket' is not accessible" in err and err.count("\n") == 1
 
 
 DRY_RUN = """
