@@ -283,7 +283,7 @@ def start_server(tmp_path_factory):
     yield start
     for proc in started:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=60)  # TensorFlow's teardown on a loaded machine takes its time
 
 
 @pytest.fixture(scope="session")
