@@ -29,13 +29,22 @@ from beam_jobs.plan import MIN_SHARDS, TARGET_SHARD_BYTES, build_plan, describe,
 from beam_jobs.progress import ProgressBar, Reporter
 from beam_jobs.render import Renderer
 from tfrecord import flags, quiet, storage
-from tfrecord.errors import UserError, exits_on_user_error
+from tfrecord.errors import SpecError, UserError, exits_on_user_error
 from tfrecord.manifest import MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SplitInfo, read_manifest, shard_path
-from tfrecord.spec import IMAGE_FORMATS, MODES, CaptchaSpec, default_width
+from tfrecord.spec import IMAGE_FORMATS, MODES, CaptchaSpec, default_width, parse_length
 
 # Beam's SDK harness warns on every worker start about things this job does not use (a main session,
 # flags the runner itself added); real warnings from every other module stay on.
 QUIET_WORKER_LOGGERS = {"__main__": "ERROR", "apache_beam.options.pipeline_options": "ERROR"}
+
+
+def length_range(text):
+    """A `type=` for --length: N or MIN-MAX (tfrecord.spec.parse_length), kept as text."""
+    try:
+        parse_length(text)
+    except SpecError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def parse_args(argv):
@@ -47,9 +56,10 @@ def parse_args(argv):
     p.add_argument("-l", "--lower", action="store_true", help="add a-z to the alphabet")
     p.add_argument("-u", "--upper", action="store_true", help="add A-Z to the alphabet")
     p.add_argument("--chars", default="", help="add these characters to the alphabet")
-    p.add_argument("--length", "--npi", type=flags.positive_int, default=spec["length"], help="characters per captcha")
+    p.add_argument("--length", "--npi", type=length_range, default=str(spec["length"]), metavar="N|MIN-MAX",
+                   help="characters per captcha, or a range (each example's length uniform in it, then its characters)")
     p.add_argument("--width", type=flags.non_negative_int, default=spec["width"],
-                   help=f"image width (default {default_width(0)} + {default_width(1) - default_width(0)} * length)")
+                   help=f"image width (default {default_width(0)} + {default_width(1) - default_width(0)} * the longest length)")
     p.add_argument("--height", type=flags.positive_int, default=spec["height"])
     p.add_argument("--color-mode", choices=sorted(MODES), default=spec["mode"], help="grayscale (default) or RGB like the seed")
     p.add_argument("--font", action="append", default=[], type=flags.regular_file,

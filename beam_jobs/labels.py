@@ -5,10 +5,11 @@ constant memory. A seeded `Shuffle` (a bijection of [0, n)) turns an index or a 
 and a rank becomes a string by unranking it: in base |alphabet|, or by its Lehmer code (factorial
 number system) for arrangements of distinct characters.
 
-uniform:       labels drawn uniformly from alphabet^length (repeats allowed). With holdout, exactly
-               round(space * fraction) labels (at least 1, at most space - 1) are held out: validation
-               and test draw uniformly from them, train uniformly from the rest, so no validation or test
-               label ever occurs in train.
+uniform:       labels drawn uniformly from alphabet^length (repeats allowed); with a length range, the
+               length uniformly first, then the characters. With holdout, exactly round(space * fraction)
+               labels of each length (at least 1, at most space - 1) are held out: validation and test
+               draw uniformly from them, train uniformly from the rest, so no validation or test label
+               ever occurs in train.
 permutations:  the seed's plan (`gen_captcha.py -n N`): every ordered arrangement of `length`
                distinct characters exactly `rounds[split]` times, in a seeded order spread over the split.
 """
@@ -99,32 +100,46 @@ def unrank_arrangement(rank, alphabet, length):
 
 
 class UniformLabels:
+    """Fixed length: uniform over alphabet^length. Variable length (`spec.min_length` < `spec.length`): each
+    label's length uniform over the range, then its characters uniform; holdout partitions every length's
+    strings (so the union of the label spaces) with its own seeded Shuffle."""
+
     def __init__(self, spec: CaptchaSpec, seed, holdout_fraction=None):
         self.spec, self.seed, self.holdout_fraction = spec, seed, holdout_fraction
-        self.space = spec.num_classes ** spec.length
+        self.spaces = {length: spec.num_classes ** length for length in spec.lengths}
+        self.space = sum(self.spaces.values())
         if holdout_fraction is not None:
-            if self.space < 2:
+            if min(self.spaces.values()) < 2:
                 raise UserError(f"--holdout-labels needs at least 2 possible labels, this alphabet and length give {self.space}")
-            exact = round(self.space * fractions.Fraction(repr(holdout_fraction)))
-            self.held_out = min(self.space - 1, max(1, exact))
-            self._shuffle = Shuffle(self.space, seed, "holdout")  # held out: the ranks it maps below held_out
+            self.held_outs = {length: min(space - 1, max(1, round(space * fractions.Fraction(repr(holdout_fraction)))))
+                              for length, space in self.spaces.items()}
+            self.held_out = sum(self.held_outs.values())
+            # held out: the ranks its length's Shuffle maps below held_outs[length] (a fixed length keeps its old key)
+            self._shuffles = {length: Shuffle(space, seed, "holdout", *([length] if spec.variable else []))
+                              for length, space in self.spaces.items()}
 
     def is_holdout(self, text):
-        return self._shuffle(rank_string(text, self.spec.alphabet)) < self.held_out
+        return self._shuffles[len(text)](rank_string(text, self.spec.alphabet)) < self.held_outs[len(text)]
 
     def label(self, split, index):
         draw = random.Random(f"{self.seed}/label/{split}/{index}")
+        length = draw.randint(self.spec.min_length, self.spec.length) if self.spec.variable else self.spec.length
+        space = self.spaces[length]
         if self.holdout_fraction is None:
-            rank = draw.randrange(self.space)
+            rank = draw.randrange(space)
         elif split == TRAIN:
-            rank = self._shuffle.inverse(self.held_out + draw.randrange(self.space - self.held_out))
+            held_out = self.held_outs[length]
+            rank = self._shuffles[length].inverse(held_out + draw.randrange(space - held_out))
         else:
-            rank = self._shuffle.inverse(draw.randrange(self.held_out))
-        return unrank_string(rank, self.spec.alphabet, self.spec.length)
+            rank = self._shuffles[length].inverse(draw.randrange(self.held_outs[length]))
+        return unrank_string(rank, self.spec.alphabet, length)
 
 
 class PermutationLabels:
     def __init__(self, spec: CaptchaSpec, seed, rounds):
+        if spec.variable:
+            raise UserError(f"--permutations takes one --length, not the range {spec.length_text}: "
+                            "generate uniform labels (--train-examples) for variable lengths")
         if spec.length > spec.num_classes:
             raise UserError(f"--permutations needs length <= alphabet size ({spec.length} > {spec.num_classes})")
         self.spec, self.seed, self.rounds = spec, seed, rounds

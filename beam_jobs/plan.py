@@ -17,7 +17,7 @@ from tfrecord.errors import UserError
 from tfrecord.framing import frame
 from tfrecord.manifest import PLAN_VERSION, TEST, TRAIN, VALIDATION
 from tfrecord.schema import encode_example
-from tfrecord.spec import ALPHABETS, CaptchaSpec, parse_size
+from tfrecord.spec import ALPHABETS, CaptchaSpec, parse_length, parse_size
 
 CHUNK = 128  # examples rendered per work item: small enough to balance workers, large enough to amortise
 # SageMaker advises S3 objects of ~100-150 MB for FastFile and Pipe mode: few enough requests, small enough
@@ -92,7 +92,8 @@ def build_plan(args):
     alphabet = "".join(ALPHABETS[k] for k in ("digits", "lower", "upper") if getattr(args, k))
     alphabet += "".join(c for c in dict.fromkeys(args.chars) if c not in alphabet)
     store_width, store_height = parse_size(args.store_size)
-    spec = CaptchaSpec(alphabet=alphabet, length=args.length, width=args.width, height=args.height,
+    min_length, length = parse_length(args.length)
+    spec = CaptchaSpec(alphabet=alphabet, length=length, min_length=min_length, width=args.width, height=args.height,
                        mode=args.color_mode, fonts=tuple(args.font), image_format=args.image_format,
                        store_width=store_width, store_height=store_height)
     check_fonts(spec)

@@ -20,10 +20,12 @@ GROUP = 1024  # records per Python -> TF hop and per decode call (whole batches)
 CHECKED = 32  # records at the start of each shard (files) or FIFO (Pipe) checked against the spec in Python
 
 
-def decode_batch(serialized, spec: CaptchaSpec):
-    """Serialized Examples [B] -> (uint8 images [B, H, W, C], int32 labels [B, length]).
+def decode_batch(serialized, spec: CaptchaSpec, lengths=False):
+    """Serialized Examples [B] -> (uint8 images [B, H, W, C], int32 labels [B, length]), and with `lengths`
+    int32 label lengths [B] as a third element.
 
     [H, W, C] is `spec.input_shape`; an image of another size is an error (InvalidArgument), never resized.
+    A label shorter than `spec.length` (a variable-length spec) is padded with `spec.pad` (schema.padded_labels).
     """
     parsed = schema.parse_example(serialized, spec)
     encoded = parsed[schema.IMAGE]
@@ -32,7 +34,8 @@ def decode_batch(serialized, spec: CaptchaSpec):
     else:
         images = tf.map_fn(lambda png: tf.ensure_shape(tf.io.decode_png(png, channels=spec.channels), spec.input_shape),
                            encoded, fn_output_signature=tf.TensorSpec(spec.input_shape, tf.uint8))
-    return images, tf.cast(parsed[schema.LABEL], tf.int32)
+    labels, label_lengths = schema.padded_labels(parsed[schema.LABEL], spec)
+    return (images, labels, label_lengths) if lengths else (images, labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +52,7 @@ class ReadOptions:
       repeat: False: one pass per iteration of the dataset (each Keras epoch; Pipe: one FIFO); True: one
         endless stream, pass after pass (Pipe: FIFO after FIFO).
       deterministic: decoded batches keep their order (tf.data's `deterministic` for the parallel decode).
+      lengths: each element also holds the int32 label lengths [B]: (images, labels, lengths) (decode_batch).
     """
     num_workers: int = 1
     worker_index: int = 0
@@ -56,6 +60,7 @@ class ReadOptions:
     seed: int | None = None
     repeat: bool = False
     deterministic: bool = False
+    lengths: bool = False
 
 
 def checked(blocks: Iterable[list[bytes]], spec: CaptchaSpec, source: str,
@@ -137,9 +142,10 @@ def dataset(blocks: Callable[[random.Random], Iterable[list[bytes]]], spec: Capt
         verified serialized tf.train.Example records (bytes).
       spec: the images are `spec.input_shape` (stored height, width, channels), the labels `spec.length`.
       batch_size: examples per batch; the last batch of a pass may be shorter.
-      options: shuffle_buffer, seed and deterministic are used here (the rest by the reader).
+      options: shuffle_buffer, seed, deterministic and lengths are used here (the rest by the reader).
     Returns:
-      batches of (uint8 images [B, H, W, C], int32 labels [B, length]).
+      batches of (uint8 images [B, H, W, C], int32 labels [B, length]), labels padded with `spec.pad` past
+      their own length; with options.lengths also int32 lengths [B].
 
     Records cross into tf.data GROUP of them at a time (whole batches), are decoded per group in
     parallel, then cut into batches: the per-call cost of a Python -> TF hop is paid once per group.
@@ -147,6 +153,6 @@ def dataset(blocks: Callable[[random.Random], Iterable[list[bytes]]], spec: Capt
     group = batch_size * max(1, GROUP // batch_size)
     passes = Passes(blocks, group, shuffle_buffer=options.shuffle_buffer, seed=options.seed)
     records = tf.data.Dataset.from_generator(passes, output_signature=tf.TensorSpec([None], tf.string))
-    decoded = records.map(lambda s: decode_batch(s, spec), num_parallel_calls=AUTOTUNE,
+    decoded = records.map(lambda s: decode_batch(s, spec, options.lengths), num_parallel_calls=AUTOTUNE,
                           deterministic=options.deterministic)
     return (decoded.rebatch(batch_size) if group > batch_size else decoded).prefetch(AUTOTUNE)

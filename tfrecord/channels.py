@@ -10,9 +10,11 @@ from tfrecord.spec import CaptchaSpec
 
 def channel(name: str, spec: CaptchaSpec, batch_size: int, *, path: str | os.PathLike | None = None,
             manifest: Manifest | None = None, num_workers: int = 1, worker_index: int = 0, shuffle_buffer: int = 0,
-            seed: int | None = None, repeat: bool = False, deterministic: bool = False) -> "tf.data.Dataset":
+            seed: int | None = None, repeat: bool = False, deterministic: bool = False,
+            lengths: bool = False) -> "tf.data.Dataset":
     """tf.data of (uint8 images [B, H, W, C], int32 labels [B, length]) for channel `name`; [H, W, C] =
-    spec.input_shape.
+    spec.input_shape. Labels shorter than `spec.length` (a variable-length spec) are padded with `spec.pad`;
+    with `lengths`, each element also holds the int32 label lengths [B]: (images, labels, lengths).
 
     Where: in SageMaker (inputdataconfig.json names the channel) Pipe mode reads the `<name>_<k>` FIFOs
     (tfrecord/pipe.py) and File/FastFile the shards under SM_CHANNEL_<NAME> (tfrecord/files.py); outside
@@ -41,7 +43,7 @@ def channel(name: str, spec: CaptchaSpec, batch_size: int, *, path: str | os.Pat
     if sharded:
         num_workers, worker_index = 1, 0
     options = dict(num_workers=num_workers, worker_index=worker_index, shuffle_buffer=shuffle_buffer, seed=seed,
-                   repeat=repeat, deterministic=deterministic)
+                   repeat=repeat, deterministic=deterministic, lengths=lengths)
     if config and config.get("TrainingInputMode") == "Pipe":
         records = manifest.split(name).examples if manifest is not None and not sharded else None
         return pipe_dataset(name, spec, batch_size, records=records, **options)

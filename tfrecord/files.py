@@ -95,7 +95,7 @@ def interleave(streams, cycle):
 def files_dataset(source: str | os.PathLike | list, spec: CaptchaSpec, batch_size: int, *,
                   manifest: Manifest | None = None, split: str | None = None, subset: bool = False,
                   num_workers: int = 1, worker_index: int = 0, shuffle_buffer: int = 0, seed: int | None = None,
-                  repeat: bool = False, deterministic: bool = False) -> "tf.data.Dataset":
+                  repeat: bool = False, deterministic: bool = False, lengths: bool = False) -> "tf.data.Dataset":
     """Shards -> tf.data of (uint8 images [B, H, W, C], int32 labels [B, length]); [H, W, C] = spec.input_shape.
 
     Args:
@@ -107,7 +107,7 @@ def files_dataset(source: str | os.PathLike | list, spec: CaptchaSpec, batch_siz
       manifest, split: read exactly the manifest's shards of `split` (see manifest_shards), each one's record
         count checked as it ends.
       subset: the folder may hold only some of the split's shards (ShardedByS3Key).
-      num_workers, worker_index, shuffle_buffer, seed, repeat, deterministic: see batching.ReadOptions;
+      num_workers, worker_index, shuffle_buffer, seed, repeat, deterministic, lengths: see batching.ReadOptions;
         here num_workers > 1 keeps every num_workers-th shard.
     Raises:
       UserError (at once): no shards, a shard that is not a regular file, shards the manifest does not list
@@ -115,7 +115,7 @@ def files_dataset(source: str | os.PathLike | list, spec: CaptchaSpec, batch_siz
         record or other content (CorruptRecordError), a record that disagrees with the spec (RecordError),
         a wrong record count (ManifestError).
     """
-    options = batching.ReadOptions(num_workers, worker_index, shuffle_buffer, seed, repeat, deterministic)
+    options = batching.ReadOptions(num_workers, worker_index, shuffle_buffer, seed, repeat, deterministic, lengths)
     if manifest is not None:
         shards = manifest_shards(source, manifest, split, subset=subset)
     else:

@@ -124,7 +124,7 @@ class _Gunzip:
 
 def pipe_dataset(channel: str, spec: CaptchaSpec, batch_size: int, *, records: int | None = None,
                  timeout: float = 300, num_workers: int = 1, worker_index: int = 0, shuffle_buffer: int = 0,
-                 seed: int | None = None, repeat: bool = False, deterministic: bool = False) -> "tf.data.Dataset":
+                 seed: int | None = None, repeat: bool = False, deterministic: bool = False, lengths: bool = False) -> "tf.data.Dataset":
     """Pipe-mode channel -> tf.data of (uint8 images [B, H, W, C], int32 labels [B, length]); [H, W, C] =
     spec.input_shape.
 
@@ -135,14 +135,14 @@ def pipe_dataset(channel: str, spec: CaptchaSpec, batch_size: int, *, records: i
       batch_size: examples per batch; the last batch of a FIFO may be shorter.
       records: how many records each FIFO must hold (the split's count on a FullyReplicated channel).
       timeout: seconds a FIFO may take to appear, to get a writer, or between two reads.
-      num_workers, worker_index, shuffle_buffer, seed, repeat, deterministic: see batching.ReadOptions;
+      num_workers, worker_index, shuffle_buffer, seed, repeat, deterministic, lengths: see batching.ReadOptions;
         here num_workers > 1 keeps every num_workers-th record.
     Raises:
       UserError (at once) for a channel that is not in Pipe mode; while reading, one line naming the channel,
       epoch and byte offset or record (timeouts, corrupt or other content, a record that disagrees with the
       spec, a wrong record count).
     """
-    options = batching.ReadOptions(num_workers, worker_index, shuffle_buffer, seed, repeat, deterministic)
+    options = batching.ReadOptions(num_workers, worker_index, shuffle_buffer, seed, repeat, deterministic, lengths)
     config = channel_config(channel)
     fifos = itertools.count()  # shared by every iteration: each opens FIFOs no iteration has read
 

@@ -4,6 +4,8 @@ The encoder and the decoder handle the protobuf wire format by hand: no TensorFl
 side (or in `inspect` and the tests), and byte-identical output for identical input (features in
 sorted key order). The parser is TensorFlow's, for the readers.
 
+`image/class/label` holds the label's own alphabet indices (as many as its characters, so a variable-length
+spec's labels differ in length); the readers pad them to `spec.length` with `spec.pad` (`padded_labels`).
 `image/encoded` holds the image at the spec's STORED size: PNG bytes (`image/format` "png"), or for
 "raw" the uint8 pixels, stored height x stored width x channels in row-major order (exactly
 H*W*C bytes). `image/width`/`image/height` are the stored size.
@@ -138,7 +140,7 @@ PNG_COLOR_TYPES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}  # IHDR colour 
 def check_example(serialized, spec: CaptchaSpec, where):
     """A serialized Example against the spec, without decoding its image -> (label text, {feature: values}).
 
-    Checks that the label text is `spec.length` characters of `spec.alphabet` and that its indices spell it
+    Checks that the label text is `spec.min_length` to `spec.length` characters of `spec.alphabet` and that its indices spell it
     in that alphabet (a shortened or permuted alphabet fails here), that the declared format and size are
     the spec's stored ones, and that the image has that size: exactly H*W*C bytes for raw, the PNG
     header's width and height for PNG. Raises RecordError naming `where` (e.g. "<shard> record 3").
@@ -181,7 +183,8 @@ def feature_spec(spec: CaptchaSpec):
         HEIGHT: tf.io.FixedLenFeature([], tf.int64),
         WIDTH: tf.io.FixedLenFeature([], tf.int64),
         TEXT: tf.io.FixedLenFeature([], tf.string),
-        LABEL: tf.io.FixedLenFeature([spec.length], tf.int64),
+        # a fixed length stays a FixedLenFeature: a label of another length fails to parse
+        LABEL: tf.io.RaggedFeature(tf.int64) if spec.variable else tf.io.FixedLenFeature([spec.length], tf.int64),
     }
 
 
@@ -192,6 +195,19 @@ def parse_example(serialized, spec: CaptchaSpec):
     if serialized.shape.rank == 0:
         return tf.io.parse_single_example(serialized, feature_spec(spec))
     return tf.io.parse_example(serialized, feature_spec(spec))
+
+
+def padded_labels(label, spec: CaptchaSpec):
+    """A parsed batch's `image/class/label` ([B, length] int64, or ragged for a variable-length spec) ->
+    (int32 labels [B, spec.length], each padded past its own length with `spec.pad`; int32 lengths [B])."""
+    import tensorflow as tf
+
+    if isinstance(label, tf.RaggedTensor):
+        lengths = tf.cast(label.row_lengths(), tf.int32)
+        label = label.to_tensor(default_value=spec.pad, shape=[None, spec.length])
+    else:
+        lengths = tf.fill(tf.shape(label)[:1], spec.length)
+    return tf.cast(label, tf.int32), lengths
 
 
 def decode_raw(encoded, spec: CaptchaSpec):

@@ -1,10 +1,14 @@
 """CaptchaSpec: what one captcha looks like and how it is stored. Validated on creation, serialised into dataset.json.
 
+`length` is the longest label; `min_length` the shortest (0, or absent from an older dataset.json: `length`,
+a fixed length). A variable-length label is stored at its own length; readers pad it to `length` with
+`spec.pad` (the index one past the alphabet) and also give each label's length.
 `width`/`height` are the RENDER size (what `captcha` draws); `store_width`/`store_height` the STORED
 size (a box-filter downscale of the render by whole factors; 0 = the render size). Readers yield and
 the model takes `input_shape` = (stored height, stored width, channels), as uint8.
 """
 import dataclasses
+import itertools
 import string
 
 from tfrecord.errors import SpecError
@@ -29,7 +33,7 @@ def default_width(length):
 class CaptchaSpec:
     __pydantic_config__ = STRICT
     alphabet: str = string.digits
-    length: int = 4
+    length: int = 4  # the longest label
     width: int = 0  # 0: default_width(length)
     height: int = 100
     mode: str = "L"
@@ -37,6 +41,7 @@ class CaptchaSpec:
     fonts: tuple[str, ...] = ()  # empty: the fonts bundled with `captcha`
     store_width: int = 0  # 0: width
     store_height: int = 0  # 0: height
+    min_length: int = 0  # the shortest label; 0: length (fixed length)
 
     def __post_init__(self):
         if not self.alphabet:
@@ -47,6 +52,10 @@ class CaptchaSpec:
             raise SpecError("alphabet must not contain whitespace")
         if not isinstance(self.length, int) or self.length < 1:
             raise SpecError(f"length must be >= 1, got {self.length}")
+        if not self.min_length:
+            object.__setattr__(self, "min_length", self.length)
+        if not isinstance(self.min_length, int) or not 1 <= self.min_length <= self.length:
+            raise SpecError(f"min_length must be between 1 and length {self.length}, got {self.min_length}")
         if not self.width:
             object.__setattr__(self, "width", default_width(self.length))
         object.__setattr__(self, "store_width", self.store_width or self.width)
@@ -73,6 +82,27 @@ class CaptchaSpec:
         return len(self.alphabet)
 
     @property
+    def lengths(self):
+        """The label lengths this spec allows, shortest first."""
+        return range(self.min_length, self.length + 1)
+
+    @property
+    def variable(self):
+        """True when labels may be shorter than `length`."""
+        return self.min_length < self.length
+
+    @property
+    def pad(self):
+        """The label index past a label's own length in the readers' padded labels: one past the alphabet
+        (`num_classes`), which the per-position head reads as "end" and the CTC head as its blank."""
+        return self.num_classes
+
+    @property
+    def length_text(self):
+        """`4`, or `3-5` for a variable length (as `generate --length` takes it)."""
+        return f"{self.min_length}-{self.length}" if self.variable else str(self.length)
+
+    @property
     def channels(self):
         return MODES[self.mode]
 
@@ -91,12 +121,13 @@ class CaptchaSpec:
 
     def encode_label(self, text):
         """Label string -> list of alphabet indices; rejects wrong length or foreign characters."""
-        if len(text) != self.length or any(c not in self.alphabet for c in text):
-            raise SpecError(f"label {text!r} is not {self.length} characters of {self.alphabet!r}")
+        if not self.min_length <= len(text) <= self.length or any(c not in self.alphabet for c in text):
+            raise SpecError(f"label {text!r} is not {self.length_text} characters of {self.alphabet!r}")
         return [self.alphabet.index(c) for c in text]
 
     def decode_label(self, indices):
-        return "".join(self.alphabet[i] for i in indices)
+        """Alphabet indices -> the label string; indices past the alphabet (`pad`) end it."""
+        return "".join(self.alphabet[i] for i in itertools.takewhile(lambda i: 0 <= i < self.num_classes, indices))
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -113,7 +144,7 @@ class CaptchaSpec:
 
     def describe(self):
         stored = f" stored {self.store_width}x{self.store_height}" if self.store_size != self.render_size else ""
-        return f"{self.length} of {self.alphabet!r}, {self.width}x{self.height}{stored} {self.mode} {self.image_format}"
+        return f"{self.length_text} of {self.alphabet!r}, {self.width}x{self.height}{stored} {self.mode} {self.image_format}"
 
 
 def label_to_filename(text):
@@ -126,6 +157,17 @@ def label_from_filename(part):
     import urllib.parse
 
     return urllib.parse.unquote(part)
+
+
+def parse_length(text):
+    """'4' -> (4, 4); '4-6' -> (4, 6): the shortest and longest label (`generate --length`)."""
+    low, dash, high = str(text).partition("-")
+    if not (low.isdigit() and (high.isdigit() or not dash)):
+        raise SpecError(f"length {text!r} is a number of characters or a range MIN-MAX, e.g. 4 or 4-6")
+    low, high = int(low), int(high) if dash else int(low)
+    if not 1 <= low <= high:
+        raise SpecError(f"length {text!r}: need 1 <= MIN <= MAX")
+    return low, high
 
 
 def parse_size(text):
