@@ -42,40 +42,72 @@ def parse_args(argv):
     return args
 
 
+class Scores:
+    """Text read against labels, batch by batch (`add`), for any head and any label length -> `report()`:
+    sequence_accuracy (text == label), char_accuracy (label characters read at their position),
+    character_error_rate (the standard OCR figure: the Levenshtein distance from text to label, by
+    `tf.edit_distance`, summed over the examples, over their label characters summed), per_position_accuracy
+    (per label position, over the labels that have it), per_length (per label length: examples,
+    sequence_accuracy, character_error_rate), confusion (label character -> character read at its position,
+    "" where the text ended before it) and top_confusions."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.lengths = {n: collections.Counter() for n in spec.lengths}
+        self.position_right, self.position_total = np.zeros(spec.length), np.zeros(spec.length)
+        self.confusion = collections.defaultdict(collections.Counter)
+
+    def add(self, texts, truths):
+        """Add a batch: the texts read and the labels (lists of str); -> per example whether it was read right."""
+        import tensorflow as tf
+
+        def characters(strings):
+            return tf.strings.unicode_split(tf.constant(strings, tf.string), "UTF-8").to_sparse()
+
+        distances = tf.edit_distance(characters(texts), characters(truths), normalize=False).numpy()
+        for text, truth, distance in zip(texts, truths, distances):
+            self.lengths[len(truth)].update(examples=1, right=text == truth, characters=len(truth), distance=float(distance))
+            for position, char in enumerate(truth):
+                read = text[position] if position < len(text) else ""
+                self.position_total[position] += 1
+                self.position_right[position] += read == char
+                self.confusion[char][read] += 1
+        return [text == truth for text, truth in zip(texts, truths)]
+
+    def report(self):
+        total = sum(self.lengths.values(), collections.Counter())
+        confusion = self.confusion
+        mistakes = sorted(((n, t, p) for t, row in confusion.items() for p, n in row.items() if t != p), reverse=True)
+        return {
+            "examples": total["examples"],
+            SEQUENCE_ACCURACY: total["right"] / max(total["examples"], 1),
+            CHAR_ACCURACY: float(self.position_right.sum() / max(self.position_total.sum(), 1)),
+            "character_error_rate": total["distance"] / max(total["characters"], 1),
+            "per_position_accuracy": (self.position_right / np.maximum(self.position_total, 1)).tolist(),
+            "per_length": {str(n): {"examples": c["examples"], SEQUENCE_ACCURACY: c["right"] / max(c["examples"], 1),
+                                    "character_error_rate": c["distance"] / max(c["characters"], 1)}
+                           for n, c in self.lengths.items()},
+            "confusion": {t: dict(row) for t, row in sorted(confusion.items())},
+            "top_confusions": [{"truth": t, "predicted": p, "count": n} for n, t, p in mistakes[:20]],
+            "spec": self.spec.to_dict(),
+        }
+
+
 def evaluate(model, spec, dataset, gallery_size, num_samples=0):
-    """One pass -> (report dict, [(pixels, truth, prediction, confidence)] of the first errors,
-    [(pixels, truth)] of the first `num_samples` images)."""
-    position_right = np.zeros(spec.length)
-    confusion = collections.defaultdict(collections.Counter)
-    total = sequences_right = 0
-    errors, samples = [], []
-    for images, labels in dataset:
+    """One pass over `dataset` of (images, labels, lengths) (a reader's with lengths=True) through the model's
+    `serving_pixels` signature -> (report dict (see Scores), [(pixels, truth, prediction, confidence)] of the
+    first errors, [(pixels, truth)] of the first `num_samples` images). Every figure compares the signature's
+    `text` with the label, so it holds for any head and length."""
+    scores, errors, samples = Scores(spec), [], []
+    for images, labels, lengths in dataset:
         out = model.signatures["serving_pixels"](pixels=images)
-        predicted = np.argmax(out["probabilities"].numpy(), axis=-1)
-        labels = labels.numpy()
-        samples += [(images[i].numpy(), spec.decode_label(label))
-                    for i, label in enumerate(labels[:num_samples - len(samples)])]
-        right = predicted == labels
-        total += len(labels)
-        position_right += right.sum(axis=0)
-        sequences_right += int(right.all(axis=1).sum())
-        for t, p in zip(labels.ravel(), predicted.ravel()):
-            confusion[spec.alphabet[t]][spec.alphabet[p]] += 1
-        for i in np.flatnonzero(~right.all(axis=1))[:max(0, gallery_size - len(errors))]:
-            errors.append((images[i].numpy(), spec.decode_label(labels[i]), spec.decode_label(predicted[i]),
-                           float(out["confidence"][i])))
-    per_position = (position_right / max(total, 1)).tolist()
-    mistakes = sorted(((n, t, p) for t, row in confusion.items() for p, n in row.items() if t != p), reverse=True)
-    report = {
-        "examples": total,
-        SEQUENCE_ACCURACY: sequences_right / max(total, 1),
-        CHAR_ACCURACY: float(np.mean(per_position)),
-        "per_position_accuracy": per_position,
-        "confusion": {t: dict(row) for t, row in sorted(confusion.items())},
-        "top_confusions": [{"truth": t, "predicted": p, "count": n} for n, t, p in mistakes[:20]],
-        "spec": spec.to_dict(),
-    }
-    return report, errors, samples
+        texts = [t.decode() for t in out["text"].numpy()]
+        truths = [spec.decode_label(label[:n]) for label, n in zip(labels.numpy(), lengths.numpy())]
+        samples += [(images[i].numpy(), truth) for i, truth in enumerate(truths[:num_samples - len(samples)])]
+        for i, right in enumerate(scores.add(texts, truths)):
+            if not right and len(errors) < gallery_size:
+                errors.append((images[i].numpy(), truths[i], texts[i], float(out["confidence"][i])))
+    return scores.report(), errors, samples
 
 
 def save_gallery(errors, path, columns=4):
@@ -125,7 +157,8 @@ def main(argv=None):
         raise SpecError(f"model spec ({spec.describe()}) does not match the dataset's ({manifest.spec.describe()})")
     if args.samples:
         flags.file_name_fits(args.samples, longest_sample_name(spec), "--samples")
-    dataset = channel(args.channel, spec, args.batch_size, path=args.data, manifest=manifest, deterministic=True)
+    dataset = channel(args.channel, spec, args.batch_size, path=args.data, manifest=manifest, deterministic=True,
+                      lengths=True)
     report, errors, samples = evaluate(model, spec, dataset, args.gallery_size, args.num_samples if args.samples else 0)
     with open(args.report, "w") as f:
         json.dump(report, f, indent=2)
@@ -133,7 +166,9 @@ def main(argv=None):
     if args.samples:
         save_samples(samples, args.samples)
     print(f"examples={report['examples']} {SEQUENCE_ACCURACY}={report[SEQUENCE_ACCURACY]:.4f} "
-          f"{CHAR_ACCURACY}={report[CHAR_ACCURACY]:.4f}")
+          f"{CHAR_ACCURACY}={report[CHAR_ACCURACY]:.4f} character_error_rate={report['character_error_rate']:.4f}")
+    if spec.variable:
+        print(" ".join(f"length {n}: {r[SEQUENCE_ACCURACY]:.4f} of {r['examples']}" for n, r in report["per_length"].items()))
     print(f"wrote {args.report} and {args.gallery} ({len(errors)} errors shown)")
     return 0
 

@@ -1,6 +1,8 @@
 """Export: a TF Serving SavedModel at `<model_dir>/1/` plus `<model_dir>/model.keras`.
 
-Signatures (both return `text` string[B], `probabilities` float32[B, length, classes], `confidence` float32[B]):
+Signatures (both return `text` string[B], `probabilities` float32[B, positions, classes], `confidence` float32[B];
+positions x classes is the head's (`trainer.model`): per position, or per CTC time step with the blank last;
+`text` is what `trainer.model.decode` reads, of any length the spec allows, `confidence` its probability):
   serving_default  image_bytes: string[B]  PNG or JPEG (TF Serving REST {"instances": [{"b64": ...}]}) at the
                    RENDER size (box-downscaled here as the producer does) or at the STORED size (used as is);
                    a PNG with transparency composited onto white. Any other size or format, a CMYK JPEG, a
@@ -27,6 +29,7 @@ from tfrecord import storage
 from tfrecord.errors import UserError
 from tfrecord.spec import CaptchaSpec
 from trainer import images
+from trainer.model import decode, head_of
 
 VERSION = "1"
 SPEC_ASSET = os.path.join("assets.extra", "captcha_spec.json")
@@ -228,13 +231,13 @@ def export(model, spec: CaptchaSpec, model_dir):
     if os.path.exists(os.path.join(path, SPEC_ASSET)):
         os.remove(os.path.join(path, SPEC_ASSET))  # an export over an older one is incomplete until it ends
     os.makedirs(model_dir, exist_ok=True)
-    alphabet = tf.constant(list(spec.alphabet))
+    head, pad = head_of(model)
+    alphabet = tf.constant([*spec.alphabet, ""])  # index num_classes (the "end" class, the CTC blank) reads as ""
 
     def outputs(pixels):
         probabilities = tf.cast(model(pixels, training=False), tf.float32)
-        best = tf.argmax(probabilities, axis=-1)
-        text = tf.strings.reduce_join(tf.gather(alphabet, best), axis=-1)
-        confidence = tf.reduce_prod(tf.reduce_max(probabilities, axis=-1), axis=-1)
+        indices, confidence = decode(probabilities, head, pad)
+        text = tf.strings.reduce_join(tf.gather(alphabet, indices), axis=-1)
         return {"text": text, "probabilities": probabilities, "confidence": confidence}
 
     archive = keras.export.ExportArchive()

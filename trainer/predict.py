@@ -55,7 +55,7 @@ def seed_label(path, spec):
     """The label in a seed-style file name `<label>_<id>.png` (written by `label_to_filename`), if it is one."""
     part, underscore, _ = os.path.basename(path).partition("_")
     label = label_from_filename(part)
-    return label if underscore and len(label) == spec.length and set(label) <= set(spec.alphabet) else None
+    return label if underscore and len(label) in spec.lengths and set(label) <= set(spec.alphabet) else None
 
 
 @exits_on_user_error
