@@ -12,8 +12,9 @@ setup(
     install_requires=["google-crc32c>=1.5", "numpy", "pydantic>=2.14"],
     extras_require={
         # train, evaluate (its gallery needs Pillow), predict; `launch local` runs the trainer with them
-        "tf": ["tensorflow>=2.16", "tensorboard", "pillow"],
-        "tf-cpu": ["tensorflow-cpu>=2.16", "tensorboard", "pillow"],
+        # (train draws its learning curve with matplotlib)
+        "tf": ["tensorflow>=2.16", "tensorboard", "pillow", "matplotlib"],
+        "tf-cpu": ["tensorflow-cpu>=2.16", "tensorboard", "pillow", "matplotlib"],
         # generate (Beam runners incl. Dask; boto3 for s3:// output)
         "beam": ["apache-beam[dask]>=2.60", "captcha==0.7.1", "pillow", "boto3"],
         # inspect (decodes the images, draws the contact sheet; boto3 for s3://)

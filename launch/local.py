@@ -41,6 +41,7 @@ from launch.container import container_root, download_channel, write_contract
 from launch.pipe_agent import Progress, feed_pipe
 from tfrecord import flags, sagemaker, storage
 from tfrecord.errors import UserError, exits_on_user_error
+from trainer import curves
 
 GRACE_SECONDS = 30  # after SIGTERM, a trainer's time to checkpoint and exit before SIGKILL
 
@@ -235,6 +236,9 @@ def run_job(args, root):
         print(f"error: training job {name} failed: {reasons[0].splitlines()[0]}{kept}", file=sys.stderr)
         return status, folder if keep_model else None
     print(f"training job {name} completed\nmodel: {storage.join(job_prefix, 'output', artifacts.MODEL)}", flush=True)
+    with container_root(hosts[0].root):
+        if os.path.exists(os.path.join(sagemaker.output_data_dir(), curves.PNG)):
+            print(f"learning curve: {curves.PNG} in {storage.join(job_prefix, 'output', artifacts.OUTPUT)}", flush=True)
     return 0, None
 
 

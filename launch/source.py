@@ -11,7 +11,7 @@ import shutil
 PACKAGES = ("trainer", "tfrecord")
 ENTRY_POINT = "sagemaker_entry.py"
 REQUIREMENTS = "requirements.txt"
-CONTAINER_PACKAGES = ("google-crc32c", "pydantic")  # beyond TensorFlow: CRCs, dataset.json's schema
+CONTAINER_PACKAGES = ("google-crc32c", "pydantic", "matplotlib")  # beyond TensorFlow: CRCs, dataset.json's schema, the learning curve
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -26,8 +26,8 @@ from tfrecord.errors import (ManifestError, SpecError, UserError, embedded_user_
                              run_as_process)
 from tfrecord.manifest import TRAIN, VALIDATION, locate_manifest
 from tfrecord.spec import CaptchaSpec
-from trainer import checkpoint, distribute, export, metric_lines
-from trainer.model import build_model, compile_model
+from trainer import checkpoint, curves, distribute, export, metric_lines
+from trainer.model import DEFAULT_HEAD, HEADS, build_model, compile_model
 
 SPEC_FIELDS = ("alphabet", "length", "width", "height", "mode")
 MONITOR = metric_lines.MONITOR
@@ -45,7 +45,7 @@ def parse_args(argv):
                    help="dataset.json or its dir (default: meta channel, else beside --train)")
     p.add_argument("--model-dir", default=sagemaker.model_dir(), type=flags.creatable_folder)
     p.add_argument("--output-data-dir", default=sagemaker.output_data_dir(), type=flags.creatable_folder,
-                   help="TensorBoard logs go here")
+                   help="TensorBoard logs and the learning curve (learning_curve.png and .json) go here")
     p.add_argument("--checkpoint-dir", default=sagemaker.checkpoint_dir(), type=flags.creatable_folder)
     p.add_argument("--epochs", type=flags.positive_int, default=10)
     p.add_argument("--batch-size", type=flags.positive_int, default=64, help="global batch size (all hosts and devices)")
@@ -53,6 +53,8 @@ def parse_args(argv):
     p.add_argument("--warmup-epochs", type=flags.non_negative_float, default=0.5)
     p.add_argument("--patience", type=flags.non_negative_int, default=3, help=f"early stopping on {MONITOR}")
     p.add_argument("--scale", type=flags.positive_float, default=0.5, help="input downscaling inside the model")
+    p.add_argument("--head", choices=HEADS, default=DEFAULT_HEAD,
+                   help="one softmax per character position, or a bidirectional GRU read by CTC (trainer/model.py)")
     p.add_argument("--shuffle-buffer", type=flags.non_negative_int, default=2048)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpu-devices", type=flags.non_negative_int, default=0,
@@ -177,9 +179,9 @@ def train(args, manifest, spec, cluster, stop_requested):
     fingerprint = checkpoint.dataset_fingerprint(manifest)
     keras.utils.set_random_seed(args.seed)
     with strategy.scope():
-        model = compile_model(build_model(spec, scale=args.scale), schedule(args, steps))
+        model = compile_model(build_model(spec, scale=args.scale, head=args.head), schedule(args, steps))
         model.optimizer.build(model.trainable_variables)  # before the first step: replicas cannot create it
-    plain = compile_model(build_model(spec, scale=args.scale), schedule(args, steps))  # validates and exports
+    plain = compile_model(build_model(spec, scale=args.scale, head=args.head), schedule(args, steps))  # validates and exports
     train_data, validation = datasets(args, spec, manifest, cluster)
     progress, best = checkpoint.Progress(dataset=fingerprint, batch_size=global_batch), None
     if checkpoint.load_progress(args.checkpoint_dir):
@@ -200,7 +202,8 @@ def train(args, manifest, spec, cluster, stop_requested):
         if progress.epoch or progress.step:
             within = f" and step {progress.step} of epoch {progress.epoch + 1}" if progress.step else ""
             print(f"resuming after epoch {progress.epoch}{within}", flush=True)
-    callbacks = keras.callbacks.CallbackList(tensorboard(args) if cluster.chief else [], model=model)
+    curve = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: curves.record(args.output_data_dir, epoch, logs))
+    callbacks = keras.callbacks.CallbackList([*tensorboard(args), curve] if cluster.chief else [], model=model)
 
     def save():
         if cluster.chief:
