@@ -39,11 +39,15 @@ QUIET_WORKER_LOGGERS = {"__main__": "ERROR", "apache_beam.options.pipeline_optio
 
 
 def length_range(text):
-    """A `type=` for --length: N or MIN-MAX (tfrecord.spec.parse_length), kept as text."""
+    """A `type=` for --length: a positive N (the flag layer's check), or a range MIN-MAX (tfrecord.spec.parse_length);
+    kept as text."""
+    if "-" not in text:
+        flags.positive_int(text)
+        return text
     try:
         parse_length(text)
-    except SpecError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    except SpecError:
+        raise argparse.ArgumentTypeError(f"must be N or MIN-MAX with 1 <= MIN <= MAX, e.g. 4-6 (got {text})") from None
     return text
 
 

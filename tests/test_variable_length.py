@@ -80,7 +80,7 @@ def test_permutations_with_a_range_is_refused_in_one_line(tmp_path, capsys):
                    "(--train-examples) for variable lengths\n")
     assert not (tmp_path / "out").exists()
     assert generate.main(["--output", str(tmp_path / "out"), "-d", "--length", "5-3"]) == 2
-    assert capsys.readouterr().err == "error: length '5-3': need 1 <= MIN <= MAX\n"
+    assert capsys.readouterr().err == "error: --length: must be N or MIN-MAX with 1 <= MIN <= MAX, e.g. 4-6 (got 5-3)\n"
 
 
 def test_readers_pad_labels_and_give_lengths(data):
