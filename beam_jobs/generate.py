@@ -25,6 +25,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, WorkerOptions
 
+from beam_jobs import worker_log
 from beam_jobs.plan import MIN_SHARDS, TARGET_SHARD_BYTES, build_plan, describe, long_run_notice
 from beam_jobs.progress import ProgressBar, Reporter
 from beam_jobs.render import Renderer
@@ -295,7 +296,7 @@ def run(argv=None):
 
     start = time.monotonic()
     total = sum(plan.examples.values())
-    with quiet.stderr_without(quiet.beam_worker_start_up) as stderr:  # printed by each worker process
+    with quiet.stderr_without(worker_log.start_up_line) as stderr:  # printed by each worker process
         with ProgressBar(total, sum(plan.shards.values()), stream=stderr) as progress:
             with beam.Pipeline(options=options) as pipeline:
                 _ = pipeline | "WriteDataset" >> WriteDataset(plan, output, options, manifest, progress.directory)

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+from beam_jobs import worker_log
 from tfrecord import quiet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,8 +19,8 @@ def test_importing_tensorflow_under_the_trainer_prints_nothing():
 
 def test_only_the_known_lines_are_dropped_from_child_processes_too(capfd):
     child = ("import logging, sys; logging.warning(%r); logging.info('x'); logging.error('worker failed: disk full');"
-             "sys.stderr.write('a partial line')" % (quiet.BEAM_WORKER_START_UP[0][len("WARNING:root:"):] + " x"))
-    with quiet.stderr_without(quiet.beam_worker_start_up) as direct:
+             "sys.stderr.write('a partial line')" % (worker_log.NO_GCP_CLIENT + " x"))
+    with quiet.stderr_without(worker_log.start_up_line) as direct:
         subprocess.run([sys.executable, "-c", child], check=True)
         print("generate [####] 20%", file=direct)
         print("a driver line", file=sys.stderr)

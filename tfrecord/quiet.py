@@ -2,8 +2,8 @@
 
 TensorFlow's C++ libraries log through Abseil, which writes every line to stderr until
 `absl::InitializeLog()` is called, whatever TF_CPP_MIN_LOG_LEVEL says; and Beam's worker processes log
-a missing BigQuery client before any code of ours runs in them. Both reach file descriptor 2 directly,
-so `stderr_without` filters there, line by line, while the noisy step runs.
+a missing BigQuery client before any code of ours runs in them (beam_jobs/worker_log.py). Both reach
+file descriptor 2 directly, so `stderr_without` filters there, line by line, while the noisy step runs.
 """
 import contextlib
 import os
@@ -15,10 +15,6 @@ from tfrecord.streams import widen_pipe
 
 ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 ABSL_LINE = re.compile(r"([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ :]+:\d+\] ")
-BEAM_WORKER_START_UP = (
-    "WARNING:root:apitools not found, and bigquery client libraries are not available",  # import apache_beam
-    "INFO:__main__:Logging handler created.",  # sdk_worker_main, before it applies the worker log level
-)
 
 
 def tensorflow_import():
@@ -34,10 +30,6 @@ def tensorflow_import():
         return line.startswith(ABSL_PREAMBLE) or bool(match) and "IWEF".index(match.group(1)) < level
 
     return stderr_without(below_level)
-
-
-def beam_worker_start_up(line):
-    return line.startswith(BEAM_WORKER_START_UP)
 
 
 @contextlib.contextmanager
