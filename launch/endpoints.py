@@ -9,7 +9,7 @@ removes all three.
 import base64
 import json
 
-from launch import sagemaker_job
+from launch import aws, sagemaker_job
 from tfrecord import flags, storage
 from tfrecord.errors import UserError, exits_on_user_error
 from trainer import images
@@ -91,7 +91,7 @@ def _invoke(args):
         where, body = args.url, response.content
     else:
         with storage.aws_errors(f"endpoint {args.endpoint}"):
-            response = storage.client("sagemaker-runtime", args.region).invoke_endpoint(
+            response = aws.client("sagemaker-runtime", args.region).invoke_endpoint(
                 EndpointName=args.endpoint, ContentType="application/json", Accept="application/json", Body=payload)
             where, body = f"endpoint {args.endpoint}", response["Body"].read()
     for path, (text, confidence) in zip(args.images, _predictions(where, body)):
@@ -127,7 +127,7 @@ def _delete(args, sm):
 
 def _with_sagemaker(action, args):
     with storage.aws_errors(f"SageMaker ({args.region})"):
-        return action(args, storage.client("sagemaker", args.region))
+        return action(args, aws.client("sagemaker", args.region))
 
 
 @exits_on_user_error

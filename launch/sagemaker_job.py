@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 
-from launch import job_config, source
+from launch import aws, job_config, source
 from tfrecord import flags, storage
 from tfrecord.errors import UserError, exits_on_user_error
 from tfrecord.sagemaker import CHECKPOINT_DIR
@@ -115,7 +115,7 @@ def stream_logs(region, name, poll=15):
     """Print the job's CloudWatch log events until it reaches a final status; returns that description.
     (The SDK's TrainingJob.wait reads logs and status in the default region, not the job's.)"""
     with storage.aws_errors(f"training job {name}"):
-        return _stream_logs(storage.client("sagemaker", region), storage.client("logs", region), name, poll)
+        return _stream_logs(aws.client("sagemaker", region), aws.client("logs", region), name, poll)
 
 
 def _stream_logs(sm, logs, name, poll):

@@ -8,6 +8,7 @@ import types
 import pytest
 
 from beam_jobs import generate
+from launch import aws
 from tfrecord import storage
 from tfrecord.manifest import read_manifest
 
@@ -144,7 +145,7 @@ def test_s3_flags_reach_beam_workers(s3):
 
 def test_every_client_is_bounded():
     """Ours and those the SageMaker SDK makes from our session: bounded connect/read time and attempts."""
-    for client in (storage.client(), storage.client("sagemaker", "eu-west-1"), storage.session().client("logs")):
+    for client in (storage.client(), aws.client("sagemaker", "eu-west-1"), storage.session().client("logs")):
         config = client.meta.config
         assert (config.connect_timeout, config.read_timeout) == (storage.CONNECT_TIMEOUT, storage.READ_TIMEOUT)
         assert config.retries == {"total_max_attempts": storage.MAX_ATTEMPTS, "mode": "standard"}

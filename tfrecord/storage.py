@@ -1,4 +1,4 @@
-"""Files under a location, local or `s3://`, through one API; every AWS call through one boto3 client factory.
+"""Files under a location, local or `s3://`, through one API; every AWS client from one bounded boto3 session.
 
 Every client has bounded connect/read timeouts and a bounded number of attempts, so an unreachable
 endpoint is one `UserError` line within seconds, never minutes of retries. S3 settings follow boto3's
@@ -99,7 +99,8 @@ def _client_config():
 
 
 def session(region=None):
-    """A boto3 session whose clients (ours and the SageMaker SDK's) all get the bounded timeouts and retries."""
+    """A boto3 session whose clients (S3 here, SageMaker and logs in launch/aws.py, the SageMaker SDK's) all
+    get the bounded timeouts and retries."""
     import boto3
     import botocore.session
 
@@ -108,16 +109,15 @@ def session(region=None):
     return boto3.Session(botocore_session=core, region_name=region)
 
 
-def client(service="s3", region=None):
-    """The one client per service, region, settings and AWS_* environment in this process (boto3 clients
-    are thread-safe)."""
-    extra = dict(_s3_settings) if service == "s3" else {}
-    region = extra.pop("region_name", None) or region
+def client():
+    """The one S3 client per settings and AWS_* environment in this process (boto3 clients are thread-safe)."""
+    extra = dict(_s3_settings)
+    region = extra.pop("region_name", None)
     environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
-    key = (os.getpid(), service, region, tuple(sorted(extra.items())), environment)
+    key = (os.getpid(), region, tuple(sorted(extra.items())), environment)
     with _lock:
         if key not in _clients:
-            _clients[key] = session(region).client(service, **extra)
+            _clients[key] = session(region).client("s3", **extra)
         return _clients[key]
 
 
