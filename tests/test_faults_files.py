@@ -69,7 +69,7 @@ def test_files_that_are_not_images_on_disk(tiny_model, good, tmp_path):
         f.truncate(1 << 30)
     status, out, err = run_predict(tiny_model, tmp_path)
     assert status == 1 and predicted(out) == sorted(good)
-    assert errors(err) == {"folder.png": "Is a directory", "fifo.png": "not a regular file",
+    assert errors(err) == {"folder.png": "is a folder, not a regular file", "fifo.png": "is a FIFO, not a regular file",
                            "dangling.png": "No such file or directory",
                            "huge.png": f"larger than {images.MAX_IMAGE_BYTES} bytes: not a captcha image"}
 

@@ -228,8 +228,10 @@ def test_read_file_reads_regular_files_only_and_never_past_the_cap(tmp_path):
     with open(tmp_path / "sparse.png", "wb") as f:
         f.truncate(2 << 30)
     assert images.read_file(tmp_path / "good.png") == good
-    for path, reason in [(tmp_path / "fifo.png", "not a regular file"), ("/dev/zero", "not a regular file"),
-                         (tmp_path / "folder.png", "Is a directory"), (tmp_path / "gone.png", "No such file or directory"),
+    for path, reason in [(tmp_path / "fifo.png", "is a FIFO, not a regular file"),
+                         ("/dev/zero", "is a device, not a regular file"),
+                         (tmp_path / "folder.png", "is a folder, not a regular file"),
+                         (tmp_path / "gone.png", "No such file or directory"),
                          (tmp_path / "sparse.png", images.TOO_LARGE)]:
         before = bytes_read()
         with pytest.raises(images.Refused, match=f"^{reason}$"):
@@ -249,7 +251,8 @@ def test_launch_invoke_checks_every_image_before_sending(tmp_path, capsys, name)
     with open(tmp_path / "sparse.png", "wb") as f:
         f.truncate(2 << 30)
     path = name if name.startswith("/") else str(tmp_path / name)
-    reasons = {"fifo.png": "not a regular file", "/dev/zero": "not a regular file", "folder.png": "not a regular file",
+    reasons = {"fifo.png": "is a FIFO, not a regular file", "/dev/zero": "is a device, not a regular file",
+               "folder.png": "is a folder, not a regular file",
                "sparse.png": images.TOO_LARGE, "text.png": "not a PNG or JPEG image"}  # the first three: as flags word it
     assert endpoints.invoke(["x", str(tmp_path / "good.png"), path, "--url", "http://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err

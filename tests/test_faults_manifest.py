@@ -214,7 +214,7 @@ def test_a_fifo_in_place_of_a_shard_or_manifest_is_refused_not_read(tiny_dataset
     shutil.copytree(tiny_dataset, root)
     (root / path).unlink()
     os.mkfifo(root / path)  # no writer ever opens it: any read would block for good
-    line = f"error: {root}/{path}: a FIFO, not a regular file (a {what} must be one)\n"
+    line = f"error: {root}/{path}: is a FIFO, not a regular file (a {what} must be one)\n"
     if command == "inspect":
         assert inspect_dataset.main([str(root)]) == 2
         assert capsys.readouterr().err == line
@@ -227,13 +227,13 @@ def test_the_files_reader_refuses_a_device_and_a_fifo_opened_later(tiny_dataset,
     spec = read_manifest(str(tiny_dataset)).spec
     with pytest.raises(UserError) as e:  # refused as the dataset is made, before anything is read
         files_dataset("/dev/zero", spec, 8)
-    assert str(e.value) == "/dev/zero: a character device, not a regular file (a shard must be one)"
+    assert str(e.value) == "/dev/zero: is a device, not a regular file (a shard must be one)"
 
     fifo = tmp_path / "late.tfrecord"
     os.mkfifo(fifo)  # a shard that became a FIFO after the listing: the open itself refuses it, unblocked
     with pytest.raises(UserError) as e:
         next(read_shard(str(fifo)))
-    assert str(e.value) == f"{fifo}: a FIFO, not a regular file (a shard must be one)"
+    assert str(e.value) == f"{fifo}: is a FIFO, not a regular file (a shard must be one)"
 
 
 @pytest.mark.parametrize("command", [["trainer.train"], ["launch.cli", "train"]], ids=["python -m", "console"])

@@ -41,12 +41,20 @@ def identify(head):
     return None
 
 
-def _kind(mode):
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+def file_kind(mode):
+    """What a file of `mode` (os.stat's st_mode) is, in the words every refusal uses: "a folder", "a FIFO",
+    "a device", "a socket", else "a file"."""
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket")):
         if test(mode):
             return name
-    return "not a regular file"
+    return "a file"
+
+
+def not_regular(mode):
+    """None when `mode` (os.stat's st_mode) is a regular file's, else why not, in the one wording of every
+    command (flags, readers, image files): "is a FIFO, not a regular file"."""
+    return None if stat.S_ISREG(mode) else f"is {file_kind(mode)}, not a regular file"
 
 
 def check_regular(path, what="shard"):
@@ -55,8 +63,8 @@ def check_regular(path, what="shard"):
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise UserError(f"{path}: no such {what}") from None
-    if not stat.S_ISREG(mode):
-        raise UserError(f"{path}: {_kind(mode)}, not a regular file (a {what} must be one)")
+    if not_regular(mode):
+        raise UserError(f"{path}: {not_regular(mode)} (a {what} must be one)")
 
 
 def open_regular(path, what="shard"):
@@ -67,8 +75,8 @@ def open_regular(path, what="shard"):
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise UserError(f"{path}: {_kind(mode)}, not a regular file (a {what} must be one)")
+        if not_regular(mode):
+            raise UserError(f"{path}: {not_regular(mode)} (a {what} must be one)")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb", buffering=0)
     except BaseException:

@@ -17,6 +17,7 @@ import os
 import re
 import stat
 
+from tfrecord.content import file_kind, not_regular
 from tfrecord.errors import UserError
 
 NAME_MAX = 255  # bytes in one file name on Linux's file systems (ext4, xfs, tmpfs) and macOS's APFS
@@ -99,11 +100,6 @@ def _is_s3(path):
     return path.startswith("s3://")
 
 
-def _kind(mode):
-    return ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device"
-            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "a file")
-
-
 def _stat(path):
     try:
         return os.stat(path)
@@ -119,14 +115,18 @@ def _must_be(path, test, what):
     if found is None:
         raise argparse.ArgumentTypeError(f"{path}: no such {what.split()[-1]}")
     if not test(found.st_mode):
-        raise argparse.ArgumentTypeError(f"{path}: is {_kind(found.st_mode)}, not {what}")
+        raise argparse.ArgumentTypeError(f"{path}: is {file_kind(found.st_mode)}, not {what}")
 
 
 def regular_file(path):
     """A `type=` for a file to read: it exists and is a regular file (not a folder, FIFO or device, whose
     reads could block or never end). s3:// passes."""
     if not _is_s3(path):
-        _must_be(path, stat.S_ISREG, "a regular file")
+        found = _stat(path)
+        if found is None:
+            raise argparse.ArgumentTypeError(f"{path}: no such file")
+        if not_regular(found.st_mode):
+            raise argparse.ArgumentTypeError(f"{path}: {not_regular(found.st_mode)}")
         if not os.access(path, os.R_OK):
             raise argparse.ArgumentTypeError(f"{path}: not readable")
     return path
@@ -156,7 +156,7 @@ def _not_creatable(folder):
     while (found := _stat(here)) is None:
         here = os.path.dirname(here)
     if not stat.S_ISDIR(found.st_mode):
-        return f"{here} is {_kind(found.st_mode)}"
+        return f"{here} is {file_kind(found.st_mode)}"
     if not os.access(here, os.W_OK | os.X_OK):
         return f"no write permission in {here}"
     return None
@@ -169,7 +169,7 @@ def creatable_folder(path):
         return path
     found = _stat(path)
     if found is not None and not stat.S_ISDIR(found.st_mode):
-        raise argparse.ArgumentTypeError(f"{path}: is {_kind(found.st_mode)}, not a folder")
+        raise argparse.ArgumentTypeError(f"{path}: is {file_kind(found.st_mode)}, not a folder")
     problem = _not_creatable(path)
     if problem:
         raise argparse.ArgumentTypeError(f"{path}: cannot be a folder ({problem})")
@@ -192,7 +192,7 @@ def writable_file(path):
     found = _stat(path)
     if found is not None:
         if not stat.S_ISREG(found.st_mode):
-            raise argparse.ArgumentTypeError(f"{path}: is {_kind(found.st_mode)}, not a file")
+            raise argparse.ArgumentTypeError(f"{path}: is {file_kind(found.st_mode)}, not a file")
         if not os.access(path, os.W_OK):
             raise argparse.ArgumentTypeError(f"{path}: not writable")
     name = os.path.basename(os.path.abspath(path))

@@ -22,14 +22,12 @@ colour components and scans, a PNG's chunk count and image data length, so the w
 any input is bounded by an accepted image's size too.
 `read_file` is the one way a named image file is read. Pure Python: no TensorFlow, no PIL.
 """
-import errno
 import os
 import re
-import stat
 import struct
 import zlib
 
-from tfrecord.content import JPEG_SIGNATURE, PNG_SIGNATURE
+from tfrecord.content import JPEG_SIGNATURE, PNG_SIGNATURE, not_regular
 
 MAX_IMAGE_BYTES = 4 << 20  # no PNG or JPEG of a captcha's size comes near it
 MAX_JPEG_SCANS = 64  # start-of-scan markers; libjpeg writes 6 (grayscale) or 10 (colour) scans for a progressive JPEG
@@ -205,10 +203,8 @@ def _jpeg_data_problem(data):
 
 def _regular_file(status):
     """Refused unless `status` (an os.stat result) is a regular file's of at most MAX_IMAGE_BYTES."""
-    if stat.S_ISDIR(status.st_mode):
-        raise Refused(os.strerror(errno.EISDIR))
-    if not stat.S_ISREG(status.st_mode):
-        raise Refused("not a regular file")
+    if not_regular(status.st_mode):
+        raise Refused(not_regular(status.st_mode))
     if status.st_size > MAX_IMAGE_BYTES:
         raise Refused(TOO_LARGE)
 
