@@ -1,7 +1,8 @@
 """The SageMaker training-container contract: where things live under /opt/ml and how to read them.
 
 The standard `SM_*` variables win where SageMaker defines one; everything else is relative to the
-container root, `/opt/ml` unless CAPTCHA_PIPELINE_OPT_ML points elsewhere (as `launch local` does).
+container root, `/opt/ml` unless CAPTCHA_PIPELINE_OPT_ML points elsewhere (as `launch local` sets it for
+each trainer). The launcher, laying out a root for each host, passes that root to these functions.
 """
 import json
 import os
@@ -23,45 +24,54 @@ def host_name(index):
     return f"algo-{index + 1}"
 
 
-def root():
+def container_root():
+    """The container root of this process: CAPTCHA_PIPELINE_OPT_ML, else /opt/ml."""
     return os.environ.get(ROOT_ENV, OPT_ML)
 
 
-def input_dir():
-    return os.environ.get("SM_INPUT_DIR", os.path.join(root(), "input"))
+# Each path below is SageMaker's variable where it defines one, else under container_root(); with an
+# explicit `root` (a container root that `launch local` lays out for one host), the path under that root,
+# whatever this process's environment says.
+
+def _variable(name, root):
+    return None if root else os.environ.get(name)
 
 
-def config_dir():
-    return os.environ.get("SM_INPUT_CONFIG_DIR", os.path.join(input_dir(), "config"))
+def input_dir(root=None):
+    return _variable("SM_INPUT_DIR", root) or os.path.join(root or container_root(), "input")
 
 
-def data_dir():
-    return os.path.join(input_dir(), "data")
+def config_dir(root=None):
+    return _variable("SM_INPUT_CONFIG_DIR", root) or os.path.join(input_dir(root), "config")
 
 
-def model_dir():
-    return os.environ.get("SM_MODEL_DIR", os.path.join(root(), "model"))
+def data_dir(root=None):
+    return os.path.join(input_dir(root), "data")
 
 
-def output_dir():
-    return os.environ.get("SM_OUTPUT_DIR", os.path.join(root(), "output"))
+def model_dir(root=None):
+    return _variable("SM_MODEL_DIR", root) or os.path.join(root or container_root(), "model")
 
 
-def output_data_dir():
-    return os.environ.get("SM_OUTPUT_DATA_DIR", os.path.join(output_dir(), "data"))
+def output_dir(root=None):
+    return _variable("SM_OUTPUT_DIR", root) or os.path.join(root or container_root(), "output")
 
 
-def checkpoint_dir():
-    return os.path.join(root(), CHECKPOINTS)
+def output_data_dir(root=None):
+    return _variable("SM_OUTPUT_DATA_DIR", root) or os.path.join(output_dir(root), "data")
 
 
-def failure_path():
-    return os.path.join(output_dir(), "failure")
+def checkpoint_dir(root=None):
+    return os.path.join(root or container_root(), CHECKPOINTS)
 
 
-def channel_dir(name):
+def failure_path(root=None):
+    return os.path.join(output_dir(root), "failure")
+
+
+def channel_dir(name, root=None):
     """File/FastFile mode: the directory holding the channel's objects."""
-    return os.environ.get(f"SM_CHANNEL_{name.upper()}", os.path.join(data_dir(), name))
+    return _variable(f"SM_CHANNEL_{name.upper()}", root) or os.path.join(data_dir(root), name)
 
 
 def fifo_path(name, epoch, directory=None):
