@@ -74,3 +74,35 @@ def test_ctc_export_signatures_and_saved_keras_model(tmp_path, tiny_spec):
     assert ((0 <= out["confidence"].numpy()) & (out["confidence"].numpy() <= 1)).all()
     again = keras.saving.load_model(str(tmp_path / "m/model.keras"))
     assert model.head_of(again) == ("ctc", 10) and isinstance(again.loss, model.CTCLoss)
+
+
+ON_JAX = """
+import numpy as np
+import keras
+from tfrecord.spec import CaptchaSpec
+from trainer import model
+
+spec = CaptchaSpec(alphabet="abc", length=3, min_length=2, width=60, height=24)
+net = model.compile_model(model.build_model(spec, scale=1, head="ctc"), 1e-3)
+images = np.random.default_rng(0).integers(0, 256, (4, 24, 60, 1)).astype("uint8")
+labels = np.array([[0, 1, 2], [1, 2, 3], [2, 2, 0], [0, 0, 3]], "int32")  # 3: past the label's end
+logs = net.train_on_batch(images, labels, return_dict=True)
+indices, confidence = model.decode(net(images), *model.head_of(net))
+print(keras.backend.backend(), tuple(np.asarray(indices).shape), bool(np.isfinite(logs["loss"])), sorted(logs))
+"""
+
+
+@pytest.mark.timeout(180)
+def test_the_ctc_head_trains_and_decodes_on_the_jax_backend():
+    """The CTC head, its loss, metrics and decoding on Keras's JAX backend in a fresh process. (Keras's own
+    Bidirectional layer imports TensorFlow where it is installed, to serialise its config; nothing of it runs.)"""
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", ON_JAX], cwd=repo, env=env, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "jax (4, 15) True ['char_accuracy', 'loss', 'sequence_accuracy']", \
+        done.stdout + done.stderr
