@@ -8,7 +8,8 @@ per-position|ctc` (trainer/model.py). Each (space, head) trains on the same `--i
 (passes over the train split, the trainer's warmup + cosine schedule spanning them) and is scored on the
 test split every `--eval-every` images with the scoring `evaluate` uses (trainer.evaluate.Scores).
 Prints one table (sequence accuracy, character accuracy, CER, training images/s, minutes of training to
-reach `--target` sequence accuracy; the per-position head on each space is the baseline of its ratio) and
+reach `--target` sequence accuracy; the per-position head on each space is the baseline of the images/s
+ratio; images/s leave out the first step, which traces the step function) and
 writes, per head, a PNG of test sequence accuracy against training images seen (`<work>/accuracy-<head>.png`).
 Training time excludes generation and the test scoring.
 
@@ -21,17 +22,16 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import trainer  # noqa: F401  first: TensorFlow's start-up lines stay off stderr (trainer/__init__.py)
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from tfrecord.channels import channel  # noqa: E402
-from tfrecord.manifest import read_manifest  # noqa: E402
-from tfrecord.spec import default_width, parse_length  # noqa: E402
-from trainer import model as heads  # noqa: E402
-from trainer.evaluate import Scores  # noqa: E402
-from trainer.train import schedule  # noqa: E402
+from tfrecord.channels import channel
+from tfrecord.manifest import read_manifest
+from tfrecord.spec import default_width, parse_length
+from trainer import model as heads
+from trainer.evaluate import Scores
+from trainer.train import schedule
 
 SPACES = {"digits-4": ("-d", "--length", "4"), "d-u-4": ("-d", "-u", "--length", "4"),
           "d-l-u-5": ("-d", "-l", "-u", "--length", "5"), "digits-4-6": ("-d", "--length", "4-6")}
@@ -105,15 +105,21 @@ class Curve(keras.callbacks.Callback):
     def __init__(self, spec, images, truths, every, batch_size):
         super().__init__()
         self.spec, self.images, self.truths, self.every, self.batch_size = spec, images, truths, every, batch_size
-        self.points, self.seen, self.train_s = [], 0, 0.0
+        self.points, self.seen, self.train_s, self.first_step_s = [], 0, 0.0, 0.0
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         self.seen += self.batch_size
+        if not self.first_step_s:  # the first step traces and compiles the step function
+            self.first_step_s = time.perf_counter() - self.start
         if self.seen % self.every < self.batch_size:
             self.measure()
+
+    def images_per_second(self):
+        """Training images/s after the first step (which includes tracing the step function)."""
+        return (self.seen - self.batch_size) / max(self.train_s - self.first_step_s, 1e-9)
 
     def measure(self):
         self.train_s += time.perf_counter() - self.start
@@ -136,7 +142,7 @@ def run_row(args, root, head):
     train = channel("train", spec, args.batch_size, path=os.path.join(root, "train"), shuffle_buffer=4096, seed=0,
                     repeat=True)
     curve = Curve(spec, images, truths, args.eval_every, args.batch_size)
-    model.fit(train, steps_per_epoch=steps, epochs=1, callbacks=[curve], verbose=0)
+    model.fit(train, steps_per_epoch=steps, epochs=1, callbacks=[curve], verbose=0, shuffle=False)  # the reader shuffles
     if not curve.points or curve.points[-1][0] != curve.seen:
         curve.measure()
     return curve
@@ -182,10 +188,9 @@ def main(argv=None):
     for space in spaces:
         for head in head_names:
             curve = results[head][space]
-            seen, seconds, report = curve.points[-1]
-            rate = seen / seconds
+            report, rate = curve.points[-1][2], curve.images_per_second()
             base = results.get("per-position", {}).get(space)
-            ratio = f"{rate / (base.points[-1][0] / base.points[-1][1]):.2f}x" if base else "-"
+            ratio = f"{rate / base.images_per_second():.2f}x" if base else "-"
             reach = next((s for _, s, r in curve.points if r["sequence_accuracy"] >= args.target), None)
             print(f"| {space} | {head} | {report['sequence_accuracy']:.4f} | {report['char_accuracy']:.4f} "
                   f"| {report['character_error_rate']:.4f} | {rate:.0f} | {ratio} "
