@@ -236,9 +236,8 @@ def run_job(args, root):
         print(f"error: training job {name} failed: {reasons[0].splitlines()[0]}{kept}", file=sys.stderr)
         return status, folder if keep_model else None
     print(f"training job {name} completed\nmodel: {storage.join(job_prefix, 'output', artifacts.MODEL)}", flush=True)
-    with container_root(hosts[0].root):
-        if os.path.exists(os.path.join(sagemaker.output_data_dir(), curves.PNG)):
-            print(f"learning curve: {curves.PNG} in {storage.join(job_prefix, 'output', artifacts.OUTPUT)}", flush=True)
+    if os.path.exists(os.path.join(sagemaker.output_data_dir(hosts[0].root), curves.PNG)):
+        print(f"learning curve: {curves.PNG} in {storage.join(job_prefix, 'output', artifacts.OUTPUT)}", flush=True)
     return 0, None
 
 
