@@ -111,7 +111,10 @@ def test_inspect_reads_every_length(data, capsys):
 
 @pytest.mark.parametrize("head", ["per-position", "ctc"])
 def test_train_evaluate_predict_each_head(data, head, train_args, tmp_path, capsys):
-    from trainer import evaluate, export, predict, train
+    import numpy as np
+    from PIL import Image
+
+    from trainer import evaluate, export, predict, serve, train
 
     out = tmp_path / "run"
     assert train.main(train_args(str(data), str(out), "--epochs", "1", "--head", head)) == 0
@@ -131,9 +134,20 @@ def test_train_evaluate_predict_each_head(data, head, train_args, tmp_path, caps
     assert result["character_error_rate"] >= 0 and len(result["per_position_accuracy"]) == 5
     assert "character_error_rate=" in capsys.readouterr().out
 
-    assert predict.main(["--model-dir", str(out / "model"), str(tmp_path / "samples")]) in (0, 1)
+    assert predict.main(["--model-dir", str(out / "model"), str(tmp_path / "samples")]) == 0
     printed = capsys.readouterr().out
     assert "predicted 6 file(s), 0 error(s)" in printed and "/6 labelled files)" in printed
+
+    # serve: both signatures, the text of any length the model reads (what predict printed for that file)
+    sample = sorted((tmp_path / "samples").iterdir())[0]
+    client = serve.create_app(str(out / "model")).test_client()
+    by_bytes = client.post("/invocations", data=sample.read_bytes(), content_type="image/png")
+    pixels = np.asarray(Image.open(sample))[:, :, None].tolist()
+    by_pixels = client.post("/invocations", json={"signature_name": "serving_pixels", "instances": [pixels]})
+    assert by_bytes.status_code == by_pixels.status_code == 200
+    text = by_bytes.json["predictions"][0]["text"]
+    assert by_pixels.json["predictions"][0]["text"] == text and len(text) <= 5 and set(text) <= set(spec.alphabet)
+    assert f"{sample}\t{text}\t" in printed
 
 
 def test_generate_through_the_cli_names_the_range(tmp_path):
