@@ -106,3 +106,14 @@ def test_the_ctc_head_trains_and_decodes_on_the_jax_backend():
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "jax (4, 15) True ['char_accuracy', 'loss', 'sequence_accuracy']", \
         done.stdout + done.stderr
+
+
+def test_resuming_with_another_head_is_one_line(learnable_dataset, train_args, tmp_path, capsys):
+    from trainer import train
+
+    assert train.main(train_args(str(learnable_dataset), str(tmp_path), "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert train.main(train_args(str(learnable_dataset), str(tmp_path), "--epochs", "2", "--head", "ctc")) == 2
+    assert capsys.readouterr().err == (
+        f"error: checkpoint dir {tmp_path}/checkpoints holds a model of another architecture (another --head, --scale "
+        "or spec): use an empty checkpoint dir, or the flags it was trained with\n")

@@ -78,7 +78,11 @@ def restore(directory, model):
     """Load weights and optimizer state into `model` (built); returns (Progress, best weights or None)."""
     with np.load(path(directory)) as state:
         progress = Progress(**json.loads(str(state["progress"])))
-        model.set_weights(_series(state, "model"))
+        weights = _series(state, "model")
+        if [w.shape for w in weights] != [tuple(w.shape) for w in model.weights]:
+            raise UserError(f"checkpoint dir {directory} holds a model of another architecture (another --head, "
+                            "--scale or spec): use an empty checkpoint dir, or the flags it was trained with")
+        model.set_weights(weights)
         set_optimizer_state(model, _series(state, "optimizer"))
         return progress, _series(state, "best") or None
 
