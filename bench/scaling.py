@@ -38,7 +38,8 @@ import sys, time, keras
 from tfrecord.channels import channel
 from tfrecord.manifest import read_manifest
 from trainer.model import build_model, compile_model
-from trainer.train import schedule, parse_args
+from trainer.loop import schedule
+from trainer.train import parse_args
 root, epochs, batch, stream = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "stream"
 manifest = read_manifest(root)
 spec, examples = manifest.spec, manifest.split("train").examples

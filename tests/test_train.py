@@ -116,10 +116,10 @@ def test_checkpoint_of_another_dataset_is_refused(data, train_args, tmp_path, ca
 
 def test_the_sigterm_watcher_ends_with_training():
     """After training (no SIGTERM) the watcher thread ends: it must not spin on the closed wake-up pipe."""
-    from trainer import train
+    from trainer.sigterm import StopRequest
 
     before = set(threading.enumerate())
-    with train.StopRequest(10):
+    with StopRequest(10):
         [watcher] = set(threading.enumerate()) - before
     watcher.join(timeout=5)
     assert not watcher.is_alive()
@@ -141,7 +141,7 @@ def test_mixed_precision_forced_on_cpu(learnable_spec):
     import numpy as np
     import tensorflow as tf
 
-    from trainer import distribute, train
+    from trainer import distribute
     from trainer.model import build_model, compile_model
 
     assert distribute.set_precision("auto") is False  # no GPU here
@@ -153,7 +153,7 @@ def test_mixed_precision_forced_on_cpu(learnable_spec):
         images = np.random.default_rng(0).integers(0, 256, (8, *model.input_shape[1:])).astype("uint8")  # what readers yield
         labels = np.zeros((8, learnable_spec.length), "int32")
         batches = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
-        stop, trained = train.step_function(model, tf.distribute.get_strategy())(batches, tf.constant(0.0)).numpy()
+        stop, trained = distribute.step_function(model, tf.distribute.get_strategy())(batches, tf.constant(0.0)).numpy()
         assert stop == 0 and trained == 8
         assert model.optimizer.iterations.numpy() == 1
         assert math.isfinite(float(model.get_metrics_result()["loss"]))

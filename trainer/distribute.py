@@ -8,6 +8,7 @@ GPUs, or with `--cpu-devices N` logical CPU devices: `MirroredStrategy`. Otherwi
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -16,6 +17,9 @@ import tensorflow as tf
 
 from tfrecord import sagemaker
 from tfrecord.errors import UserError
+
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+               tf.errors.CancelledError)  # what a collective raises when another host has gone
 
 
 @dataclasses.dataclass
@@ -104,12 +108,63 @@ class deadline:
         self.watch.wait()
 
 
+class PeerLost(Exception):
+    """A collective with the other hosts failed: one of them stopped."""
+
+
+def peer_lost(error, cluster):
+    """A PeerLost for TensorFlow's error from a failed collective: one line naming the other hosts it names."""
+    text = getattr(error, "message", str(error))
+    named = [cluster.hosts[i] for i in sorted({int(i) for i in re.findall(r"/task:(\d+)", text)})
+             if i != cluster.worker and i < cluster.workers]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(("Detected", " ", "\t"))]
+    reason = next((line for line in lines if "unhealthy" in line or "aborted" in line.lower()), lines[0] if lines else "")
+    who = f"host {', '.join(named)}" if named else "another host"
+    return PeerLost(f"lost {who}: {type(error).__name__}: {reason}")
+
+
 def write_failure(message):
     """In a SageMaker container, the job's failure reason (`/opt/ml/output/failure`), as SageMaker reports it."""
     if sagemaker.in_sagemaker():
         os.makedirs(sagemaker.output_dir(), exist_ok=True)
         with open(sagemaker.failure_path(), "w") as f:
             f.write(message + "\n")
+
+
+def fail(message, status):
+    """One `error:` line on stderr and the job's failure reason; returns `status` (the exit status)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    write_failure(message)
+    return status
+
+
+def step_function(model, strategy):
+    """One training step on every replica (the compiled model's own train_step: loss, gradients all-reduced
+    by the optimizer, metrics). Returns [replicas asked to stop (SIGTERM), examples trained on], summed
+    over all hosts, so every host takes the same decision."""
+    @tf.function
+    def step(iterator, stop):
+        def replica_step(data, stop):
+            model.train_step(data)
+            counts = tf.stack([tf.identity(stop), tf.cast(tf.shape(data[0])[0], tf.float32)])
+            return tf.distribute.get_replica_context().all_reduce("sum", counts)
+        return strategy.experimental_local_results(strategy.run(replica_step, args=(next(iterator), stop)))[0]
+    return step
+
+
+def statistics_function(model, strategy):
+    """Average BatchNorm's moving statistics over all replicas (each host updates its own from its own
+    batches), so that every host validates, and the chief exports, the same model."""
+    stats = [w for w in model.non_trainable_weights if "float" in str(w.dtype)]
+
+    @tf.function
+    def average():
+        def replica_average():
+            means = tf.distribute.get_replica_context().all_reduce("mean", [tf.identity(w.value) for w in stats])
+            for variable, mean in zip(stats, means):
+                variable.assign(mean)
+        strategy.run(replica_average)
+    return average
 
 
 def sum_function(strategy):

@@ -26,6 +26,7 @@ NAMES = {"captcha_cnn": ("per-position", False), "captcha_cnn_end": ("per-positi
          "captcha_crnn": ("ctc", True)}  # name -> (head, whether index num_classes is "end" or the blank)
 RNN_UNITS = 64  # per direction
 EPSILON = 1e-7  # probabilities are clipped here before their log (CTC loss)
+DEFAULT_SCALE = 0.5  # the working size is half the render size: 120x100 captchas are seen at 60x50
 
 
 def working_size(spec: CaptchaSpec, scale):
@@ -33,7 +34,7 @@ def working_size(spec: CaptchaSpec, scale):
     return round(spec.height * scale), round(spec.width * scale)
 
 
-def build_model(spec: CaptchaSpec, *, scale=0.5, filters=(16, 32, 64, 96), dropout=0.3, head=DEFAULT_HEAD):
+def build_model(spec: CaptchaSpec, *, scale=DEFAULT_SCALE, filters=(16, 32, 64, 96), dropout=0.3, head=DEFAULT_HEAD):
     """Input: uint8 [batch, *spec.input_shape]; output: float32 probabilities (see the module doc). A Resizing
     layer exists only when the stored size is not the working size (PNG 120x100 at scale 0.5 is resized to
     60x50 in the model; raw 60x50 is not). ValueError for an unknown head."""
