@@ -1,6 +1,7 @@
 """What a training job consists of, shared by `launch train` (SageMaker) and `launch local` (this machine).
 
-The dataset prefix holds `dataset.json`, `train/` and `validation/` (shards only). The shard channels
+The dataset prefix holds `dataset.json`, `train/` and, when it has one, `validation/` (shards only; a job
+with a train channel alone trains without validation, as SageMaker allows). The shard channels
 stream in the chosen input mode; the manifest rides in a small File-mode `meta` channel so that a Pipe
 stream carries nothing but records (the trainer reads `SM_CHANNEL_META/dataset.json`).
 """
@@ -80,12 +81,16 @@ def hyperparameters(pairs):
 
 
 def read_manifest(dataset):
-    """The dataset's manifest, read before anything is launched; it must have train and validation shards."""
+    """The dataset's manifest, read before anything is launched; it must have train shards."""
     manifest = dataset_manifest.read_manifest(dataset)
-    for split in SHARD_CHANNELS:
-        if not manifest.split(split).shards:
-            raise ManifestError(f"{dataset}: the dataset has no {split} shards")
+    if not manifest.split("train").shards:
+        raise ManifestError(f"{dataset}: the dataset has no train shards")
     return manifest
+
+
+def shard_channels(manifest):
+    """The shard channels of a job on this dataset: train, and validation when the dataset has its shards."""
+    return [split for split in SHARD_CHANNELS if split in manifest.splits and manifest.splits[split].shards]
 
 
 def distribution(manifest, split, instance_count):
@@ -104,7 +109,7 @@ def distribution(manifest, split, instance_count):
 def input_data_config(args, manifest):
     """{channel: (S3/local prefix, inputdataconfig.json entry)} for the shard channels and `meta`."""
     channels = {}
-    for split in SHARD_CHANNELS:
+    for split in shard_channels(manifest):
         config = {"TrainingInputMode": args.input_mode,
                   # every host validates on all of the validation split (the chief's figures are the job's)
                   "S3DistributionType": distribution(manifest, split, args.instance_count if split == TRAIN else 1),
