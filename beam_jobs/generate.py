@@ -77,6 +77,8 @@ def parse_args(argv):
     p.add_argument("--holdout-labels", action="store_true", help="no validation/test label string occurs in train")
     p.add_argument("-n", "--permutations", type=flags.positive_int, help="seed mode: every arrangement of distinct characters N times for train")
     p.add_argument("-t", "--test-ratio", type=flags.fraction, default=0.2, help="seed mode: test rounds = max(1, int(N * ratio))")
+    p.add_argument("--validation-rounds", type=flags.non_negative_int, default=0, help="seed mode: a validation "
+                   "split of every arrangement this many times (default 0: none, as the seed had)")
     p.add_argument("--num-shards", type=flags.positive_int, help=f"shards per split (default: enough for <= {TARGET_SHARD_BYTES // 10**6} MB "
                    f"each, at least {MIN_SHARDS})")
     p.add_argument("--seed", type=int, default=0)

@@ -100,11 +100,17 @@ def build_plan(args):
     sizes = font_sizes(spec)
     check_drawable(spec, sizes)
     if args.permutations is not None:
-        rounds = {TRAIN: args.permutations, TEST: max(1, int(args.permutations * args.test_ratio))}
+        rounds = {TRAIN: args.permutations, VALIDATION: args.validation_rounds,
+                  TEST: max(1, int(args.permutations * args.test_ratio))}
+        rounds = {split: r for split, r in rounds.items() if r}
         labels = PermutationLabels(spec, args.seed, rounds)
         counts = {split: r * PermutationLabels.count(spec) for split, r in rounds.items()}
         mode, options = "permutations", {"permutations": args.permutations, "test_ratio": args.test_ratio}
+        if args.validation_rounds:  # recorded only when used: a dataset made without it keeps its options
+            options["validation_rounds"] = args.validation_rounds
     else:
+        if args.validation_rounds:
+            raise UserError("--validation-rounds needs --permutations (-n)")
         counts = {TRAIN: args.train_examples, VALIDATION: args.validation_examples, TEST: args.test_examples}
         if not any(counts.values()):
             raise UserError("--train-examples, --validation-examples and --test-examples are all 0")
