@@ -9,8 +9,10 @@ import dataclasses
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 
 import keras
 import tensorflow as tf
@@ -18,6 +20,7 @@ import tensorflow as tf
 from tfrecord import sagemaker
 from tfrecord.errors import UserError
 
+LEAVE_TIMEOUT = 30  # seconds the chief waits for the other hosts' servers to close at the end of a job
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
                tf.errors.CancelledError)  # what a collective raises when another host has gone
 
@@ -174,3 +177,34 @@ def sum_function(strategy):
         return strategy.experimental_local_results(strategy.run(
             lambda v: tf.distribute.get_replica_context().all_reduce("sum", tf.identity(v)), args=(value,)))[0]
     return total
+
+
+def leave(cluster, status=0):
+    """End this host's process at the end of a successful job, in an order that prints no error. Never returns.
+
+    TensorFlow's coordination service runs in the chief and takes a host that stops sending heartbeats for
+    a crashed one (`StartAbort UNAVAILABLE ... The tasks have crashed` on the hosts still up), and a host
+    that outlives the chief fails its next heartbeat; TensorFlow offers no call that takes a host out of
+    the cluster cleanly (its agent shuts down only in a C++ destructor that Python's exit does not run).
+    So: every host waits at a last collective (the chief has exported by then); the other hosts exit at
+    once; the chief waits until their servers have closed (at most LEAVE_TIMEOUT s), then exits at once,
+    taking the service with it. A host that dies earlier still fails the others (`lost host ...`)."""
+    if cluster.workers > 1:
+        sum_function(cluster.strategy)(tf.zeros([]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if cluster.chief:
+        others = [a for i, a in enumerate(sagemaker.worker_addresses(cluster.hosts)) if i != cluster.worker]
+        deadline = time.monotonic() + LEAVE_TIMEOUT
+        while any(map(_listening, others)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    os._exit(status)
+
+
+def _listening(address):
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False

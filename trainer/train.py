@@ -11,7 +11,6 @@ import os
 import sys
 
 import keras
-import tensorflow as tf
 
 from tfrecord import flags, sagemaker
 from tfrecord.errors import (ManifestError, SpecError, UserError, embedded_user_error, exits_on_user_error,
@@ -119,9 +118,9 @@ def run(args):
             return fail(str(e), 1)
         if cluster.chief:
             print(f"exported {export.export(model, spec, args.model_dir)}", flush=True)
-        if cluster.workers > 1:  # no host leaves before the chief has exported
-            distribute.sum_function(cluster.strategy)(tf.zeros([]))
     print(f"host {cluster.host}: {steps_run} steps, {examples_run} examples over all hosts", flush=True)
+    if cluster.workers > 1:  # no host leaves before the chief has exported; then they leave in order
+        distribute.leave(cluster)
     return 0
 
 
