@@ -74,8 +74,7 @@ def test_validation_rounds_add_a_validation_split(make_dataset):
 
 @pytest.mark.parametrize("flags, message", [
     (("--validation-rounds", "1"), "error: --validation-rounds needs --permutations (-n)\n"),
-    (("-n", "1", "--validation-rounds", "-1"),
-     "error: --permutations must be >= 1, --test-ratio in (0, 1] and --validation-rounds >= 0\n"),
+    (("-n", "1", "--validation-rounds", "-1"), "error: --validation-rounds: must be at least 0 (got -1)\n"),
 ])
 def test_validation_rounds_are_checked(tmp_path, capsys, flags, message):
     from beam_jobs import generate
