@@ -15,6 +15,8 @@ import threading
 import time
 import uuid
 
+from tfrecord import localfs
+
 REPORT_SECONDS = 0.5
 
 
@@ -33,9 +35,7 @@ class Reporter:
 
     def flush(self):
         if self._path:
-            with open(self._path + ".tmp", "w") as f:
-                json.dump(self.totals, f)
-            os.replace(self._path + ".tmp", self._path)
+            localfs.write_atomic(self._path, json.dumps(self.totals))
         self._written = time.monotonic()
 
 

@@ -66,7 +66,7 @@ def test_the_api_on_both(location):
     storage.configure(location.settings)
     uri = lambda relpath: storage.join(location.uri, relpath)  # noqa: E731
     assert storage.list(storage.join(location.uri, "")) == [] and not storage.exists(uri("a/b.bin"))
-    storage.write_atomic(uri("a/b.bin"), b"hello", tmp_dir=uri(".tmp"))
+    storage.write_atomic(uri("a/b.bin"), b"hello")
     storage.write_atomic(uri("a/c.bin"), b"!")
     assert storage.read(uri("a/b.bin")) == b"hello" and storage.exists(uri("a/b.bin"))
     with storage.open(uri("a/c.bin")) as f:

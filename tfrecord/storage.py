@@ -3,22 +3,24 @@
 Every client has bounded connect/read timeouts and a bounded number of attempts, so an unreachable
 endpoint is one `UserError` line within seconds, never minutes of retries. S3 settings follow boto3's
 usual chain (credentials, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, ...); `configure()` adds explicit ones,
-e.g. from Beam's S3 flags (`--s3_endpoint_url`, ...), and `settings()` hands them to other processes.
+e.g. from Beam's S3 flags (`--s3_endpoint_url`, ...).
 
-A write is visible under its final name only when complete: locally via a temp file and an atomic
-rename, on S3 via one PUT (or one completed multipart upload). boto3 is imported only for s3:// work.
+A location is a local path or `s3://bucket[/prefix]`; `is_s3` is the one place that tells them apart, and
+refuses anything else that looks like a URI (`S3://b`, `s3://` without a bucket, `gs://b`) in one line.
+A write is visible under its final name only when complete: locally through `localfs` (a unique temp file
+beside the target, fsynced and renamed), on S3 via one PUT (or one completed multipart upload). `lock`
+holds a location for one writer at a time. boto3 is imported only for s3:// work.
 """
 import builtins
 import contextlib
 import os
-import shutil
+import re
 import threading
 import urllib.parse
-import uuid
 
+from tfrecord import localfs
 from tfrecord.errors import UserError
 
-TMP_DIR = ".tmp"  # a producer's temp files, beside the split folders
 CONNECT_TIMEOUT = 5  # seconds per connection attempt
 READ_TIMEOUT = 60  # seconds without a byte from an established connection
 MAX_ATTEMPTS = 3  # per call, first try included (botocore's "standard" retry mode)
@@ -65,13 +67,33 @@ def configure(settings):
         _clients.clear()
 
 
-def settings():
-    """The S3 settings in force, to pass to `configure` in another process (e.g. a Beam worker)."""
-    return dict(_s3_settings)
+URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # anything that looks like scheme://
+S3_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", re.DOTALL)  # S3's bucket naming rules
 
 
 def is_s3(uri):
-    return str(uri).startswith("s3://")
+    """Whether `uri` is `s3://bucket[/prefix]` (False for a local path). Raises UserError for anything else
+    that looks like a URI, which would otherwise become a local folder named `s3:` or `S3:`."""
+    text = str(uri)
+    if not URI.match(text):
+        return False
+    if not S3_URI.fullmatch(text):
+        raise UserError(f"{text}: not a valid location (a local path, or s3://bucket[/prefix] with a bucket "
+                        f"name of 3-63 lower-case letters, digits, dots and hyphens)")
+    return True
+
+
+def root(location):
+    """A folder location (local or s3://, validated as `is_s3` does) without its trailing slashes."""
+    is_s3(location)
+    return str(location).rstrip("/") or "/"
+
+
+def local_path(path, what="path"):
+    """`path` when it is a local path; a URI (valid or not) is refused in one line naming `what`."""
+    if is_s3(path):
+        raise UserError(f"{what} {path}: a local path is needed here, not s3://")
+    return os.fspath(path)
 
 
 def split_s3(uri):
@@ -148,12 +170,14 @@ def aws_errors(what):
 
 def list(prefix):  # noqa: A001  (storage.list, as fsspec and tf.io.gfile name it)
     """[(uri, size)] of every object under `prefix`, in key order. On S3 every key that starts with the
-    prefix (SageMaker's S3Prefix: end a folder with /); locally the file itself, or a folder's files."""
+    prefix (SageMaker's S3Prefix: end a folder with /) but zero-byte folder markers (`ds/train/`, what the S3
+    console makes); locally the file itself, or a folder's files (symbolic links to folders not followed)."""
     if is_s3(prefix):
         bucket, key = split_s3(prefix)
         with aws_errors(prefix):
             pages = client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-            return sorted((f"s3://{bucket}/{o['Key']}", o["Size"]) for page in pages for o in page.get("Contents", []))
+            return sorted((f"s3://{bucket}/{o['Key']}", o["Size"]) for page in pages for o in page.get("Contents", [])
+                          if not (o["Key"].endswith("/") and o["Size"] == 0))  # a folder marker is not a file
     if os.path.isfile(prefix):
         return [(prefix, os.path.getsize(prefix))]
     found = [os.path.join(d, f) for d, _, files in os.walk(prefix) for f in files]
@@ -193,26 +217,14 @@ def read(uri):
             return f.read()
 
 
-def write_atomic(uri, data, tmp_dir=None):
-    """Write `data` so that `uri` exists only when complete; locally through a temp file in `tmp_dir`
-    (default: beside `uri`) renamed into place."""
+def write_atomic(uri, data):
+    """Write `data` (bytes) so that `uri` exists only when complete: one PUT, or localfs.write_atomic."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
         with aws_errors(uri):
             client().put_object(Bucket=bucket, Key=key, Body=data)
         return
-    folder = os.path.dirname(os.path.abspath(uri))
-    tmp = os.path.join(tmp_dir or folder, f".{os.path.basename(uri)}.{uuid.uuid4().hex}.tmp")
-    os.makedirs(os.path.dirname(tmp), exist_ok=True)
-    os.makedirs(folder, exist_ok=True)
-    try:
-        with builtins.open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, uri)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    localfs.write_atomic(uri, data)
 
 
 def put_file(path, uri):
@@ -222,11 +234,8 @@ def put_file(path, uri):
         with aws_errors(uri):
             client().upload_file(path, bucket, key)
         return
-    folder = os.path.dirname(os.path.abspath(uri))
-    tmp = os.path.join(folder, f".{os.path.basename(uri)}.{uuid.uuid4().hex}.tmp")
-    os.makedirs(folder, exist_ok=True)
-    shutil.copyfile(path, tmp)
-    os.replace(tmp, uri)
+    with builtins.open(path, "rb") as src:
+        localfs.copy_atomic(src, uri)
 
 
 def delete(uris):
@@ -264,3 +273,33 @@ def check_writable(root):
         path = os.path.dirname(path)
     if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"output {root}: {path} is not a writable directory")
+
+
+@contextlib.contextmanager
+def lock(root, what):
+    """Hold `root` (a folder, local or s3://) for one writer during the with-block: locally an fcntl lock
+    on `root`/.lock (localfs.exclusive_lock); on S3 a `.lock` object created with a conditional PutObject
+    (If-None-Match: *), deleted at the end. A second writer is refused at once with a UserError naming `what`.
+    A run killed on S3 leaves its lock object; the error line says how to remove it."""
+    uri = join(root, localfs.LOCK_NAME)
+    if not is_s3(root):
+        with localfs.disk_errors(root):
+            os.makedirs(root, exist_ok=True)
+        with localfs.exclusive_lock(uri, what):
+            yield
+        return
+    from botocore.exceptions import ClientError
+
+    bucket, key = split_s3(uri)
+    with aws_errors(uri):
+        try:
+            client().put_object(Bucket=bucket, Key=key, Body=f"{os.getpid()}\n".encode(), IfNoneMatch="*")
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise
+            raise UserError(f"{what} is in use by another run (it holds {uri}; if no run is writing there, "
+                            f"delete that object)") from None
+    try:
+        yield
+    finally:
+        delete([uri])
