@@ -22,6 +22,7 @@ MIN_HEIGHT = 20
 # float where an integer belongs, no unknown fields
 STRICT = {"strict": True, "extra": "forbid"}
 MAX_SIDE = 1024  # pixels: captchas are small, and a spec from outside must not size a model without bound
+SPEC_FILE = "captcha_spec.json"  # a spec saved as JSON beside a model (export) or a training state (checkpoint)
 
 
 def default_width(length):

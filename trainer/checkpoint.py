@@ -4,7 +4,9 @@
 the best weights so far (early stopping) and the progress as JSON: epochs done, steps done in the
 interrupted epoch, the global batch size of those steps, the early-stopping counters and the fingerprint
 of the dataset it was trained on.
-It is written under a temporary name and renamed, so a kill at any moment leaves the previous state.
+It is written whole or not at all (tfrecord.localfs: a unique temp name, fsync, rename), so a kill or a
+full disk at any moment leaves the previous state. The spec the model is built for sits beside it as
+`captcha_spec.json`. One run at a time: the chief holds the folder (`hold`) for the whole training.
 """
 import dataclasses
 import hashlib
@@ -13,7 +15,9 @@ import os
 
 import numpy as np
 
+from tfrecord import localfs, storage
 from tfrecord.errors import UserError
+from tfrecord.spec import SPEC_FILE, CaptchaSpec
 
 STATE_FILE = "training_state.npz"
 
@@ -59,11 +63,30 @@ def save(directory, progress, model, best_weights):
     arrays.update({f"optimizer/{i}": v for i, v in enumerate(optimizer_state(model))})
     arrays.update({f"best/{i}": w for i, w in enumerate(best_weights or [])})
     arrays["progress"] = np.array(json.dumps(dataclasses.asdict(progress)))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{STATE_FILE}.tmp")
-    with open(tmp, "wb") as f:
+    with localfs.atomic_file(path(directory)) as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path(directory))
+
+
+def hold(directory):
+    """Context manager: `directory` held by this run (an fcntl lock on `.lock` in it); UserError at once if
+    another run trains with the same checkpoint dir."""
+    with localfs.disk_errors(storage.local_path(directory, "checkpoint dir")):
+        os.makedirs(directory, exist_ok=True)
+    return localfs.exclusive_lock(os.path.join(directory, localfs.LOCK_NAME), f"checkpoint dir {directory}")
+
+
+def save_spec(directory, spec):
+    """The spec the model is built for, beside the state (a rerun builds the same model)."""
+    localfs.write_atomic(os.path.join(directory, SPEC_FILE), json.dumps(spec.to_dict()))
+
+
+def load_spec(directory):
+    """The CaptchaSpec saved by `save_spec`, or None."""
+    saved = os.path.join(directory, SPEC_FILE)
+    if not os.path.exists(saved):
+        return None
+    with open(saved) as f:
+        return CaptchaSpec.from_dict(json.load(f))
 
 
 def load_progress(directory):

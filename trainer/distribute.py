@@ -5,6 +5,7 @@ sorted names is the chief; each host listens on `<host>:2222` unless CAPTCHA_PIP
 names to `address:port` (`launch local` gives each host its own loopback port). One host with several
 GPUs, or with `--cpu-devices N` logical CPU devices: `MirroredStrategy`. Otherwise the default strategy.
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -17,7 +18,7 @@ import time
 import keras
 import tensorflow as tf
 
-from tfrecord import sagemaker
+from tfrecord import localfs, sagemaker
 from tfrecord.errors import UserError
 
 LEAVE_TIMEOUT = 30  # seconds the chief waits for the other hosts' servers to close at the end of a job
@@ -129,9 +130,8 @@ def peer_lost(error, cluster):
 def write_failure(message):
     """In a SageMaker container, the job's failure reason (`/opt/ml/output/failure`), as SageMaker reports it."""
     if sagemaker.in_sagemaker():
-        os.makedirs(sagemaker.output_dir(), exist_ok=True)
-        with open(sagemaker.failure_path(), "w") as f:
-            f.write(message + "\n")
+        with contextlib.suppress(localfs.NoSpace):  # on a full disk the error line still says why
+            localfs.write_atomic(sagemaker.failure_path(), message + "\n")
 
 
 def fail(message, status):

@@ -25,14 +25,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfrecord import storage
+from tfrecord import localfs
 from tfrecord.errors import UserError
-from tfrecord.spec import CaptchaSpec
+from tfrecord.spec import SPEC_FILE, CaptchaSpec
 from trainer import images
 from trainer.model import decode, head_of
 
 VERSION = "1"
-SPEC_ASSET = os.path.join("assets.extra", "captcha_spec.json")
+SPEC_ASSET = os.path.join("assets.extra", SPEC_FILE)
 
 
 def _occurrences(data, marker):
@@ -248,7 +248,7 @@ def export(model, spec: CaptchaSpec, model_dir):
                          input_signature=[tf.TensorSpec([None, *spec.input_shape], tf.uint8, name="pixels")])
     archive.write_out(path, verbose=False)
     model.save(os.path.join(model_dir, "model.keras"))
-    storage.write_atomic(os.path.join(path, SPEC_ASSET), json.dumps(spec.to_dict(), indent=2).encode())
+    localfs.write_atomic(os.path.join(path, SPEC_ASSET), json.dumps(spec.to_dict(), indent=2))
     return path
 
 

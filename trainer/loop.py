@@ -8,7 +8,6 @@ Without a validation split there are no validation figures and no early stopping
 are exported.
 """
 import importlib.util
-import json
 import os
 import time
 import warnings
@@ -137,9 +136,7 @@ class Training:
         if not self.validating:
             print("no validation split: no validation figures and no early stopping; the last weights are exported",
                   flush=True)
-        os.makedirs(self.args.checkpoint_dir, exist_ok=True)
-        with open(os.path.join(self.args.checkpoint_dir, "captcha_spec.json"), "w") as f:
-            json.dump(self.spec.to_dict(), f)
+        checkpoint.save_spec(self.args.checkpoint_dir, self.spec)
         if self.progress.epoch or self.progress.step:
             within = f" and step {self.progress.step} of epoch {self.progress.epoch + 1}" if self.progress.step else ""
             print(f"resuming after epoch {self.progress.epoch}{within}", flush=True)

@@ -6,8 +6,7 @@ several SageMaker hosts (trainer.distribute). This module holds the command line
 loop is trainer.loop.Training. Host 0, the chief, prints the metric lines, checkpoints and exports.
 Resumes from `--checkpoint-dir` after an interruption; SIGTERM saves a checkpoint, then exits 143.
 """
-import json
-import os
+import contextlib
 import sys
 
 import keras
@@ -59,12 +58,7 @@ def parse_args(argv):
 
 def model_spec(args, dataset_spec, checkpoint_dir):
     """The spec the model is built for: flags, else a checkpoint's, else the dataset's; must match the data."""
-    saved = os.path.join(checkpoint_dir, "captcha_spec.json")
-    if os.path.exists(saved):
-        with open(saved) as f:
-            spec = CaptchaSpec.from_dict(json.load(f))
-    else:
-        spec = dataset_spec
+    spec = checkpoint.load_spec(checkpoint_dir) or dataset_spec
     overrides = {f: getattr(args, f) for f in SPEC_FIELDS if getattr(args, f) is not None}
     spec = CaptchaSpec.from_dict({**spec.to_dict(), **overrides})
     diff = [f"{f} {getattr(spec, f)!r} vs {getattr(dataset_spec, f)!r}" for f in SPEC_FIELDS
@@ -108,7 +102,8 @@ def run(args):
     cluster = distribute.connect(cpu_devices=args.cpu_devices, timeout=args.cluster_timeout)
     distribute.set_precision(args.mixed_precision)
     print(f"{cluster.describe()}; {keras.mixed_precision.global_policy().name}", flush=True)
-    with StopRequest(STOP_GRACE) as stop_requested:
+    held = checkpoint.hold(args.checkpoint_dir) if cluster.chief else contextlib.nullcontext()  # one run per dir
+    with held, StopRequest(STOP_GRACE) as stop_requested:
         try:
             model, steps_run, examples_run = Training(args, manifest, spec, cluster, stop_requested).run()
         except Interrupted as e:
