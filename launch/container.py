@@ -5,11 +5,9 @@ Our readers and trainer find the root through CAPTCHA_PIPELINE_OPT_ML (tfrecord/
 import contextlib
 import json
 import os
-import shutil
 
 from launch.pipe_agent import objects_for_host
-from tfrecord import sagemaker, storage
-from tfrecord.streams import BLOCK_SIZE
+from tfrecord import localfs, sagemaker, storage
 
 
 @contextlib.contextmanager
@@ -28,14 +26,16 @@ def container_root(root):
 
 def download_channel(channel, objects, prefix, config, host_index=0, host_count=1):
     """File/FastFile mode: this host's share of the channel's objects under `channel_dir(channel)`, keyed
-    relative to the prefix."""
+    relative to the prefix. A key whose relative part would leave the channel folder (`..`) is refused
+    (folder markers such as `ds/train/` are not objects: storage.list leaves them out)."""
     target = sagemaker.channel_dir(channel)
+    paths = {}  # every key checked before any is downloaded
     for uri, _ in objects_for_host(objects, config, 0, host_index, host_count):
         relative = uri[len(prefix):].lstrip("/") if uri != prefix else os.path.basename(uri)
-        path = os.path.join(target, *relative.split("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with storage.open(uri) as src, open(path, "wb") as dst:
-            shutil.copyfileobj(src, dst, BLOCK_SIZE)
+        paths[uri] = localfs.inside(target, relative, f"channel {channel}: object {uri}")
+    for uri, path in paths.items():
+        with storage.open(uri) as src:
+            localfs.copy_atomic(src, path)
 
 
 def write_contract(channels, hps, host, hosts):

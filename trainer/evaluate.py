@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from tfrecord import flags, sagemaker
+from tfrecord import flags, localfs, sagemaker
 from tfrecord.channels import channel
 from tfrecord.contact_sheet import contact_sheet
 from tfrecord.errors import SpecError, exits_on_user_error
@@ -124,8 +124,7 @@ def save_gallery(errors, path, columns=4):
                          "white")
         cell.paste(image)
         tiles.append((cell, caption))
-    with open(path, "wb") as f:
-        f.write(contact_sheet(tiles, columns, color="red", empty="no errors", image_size=(200, 40)))
+    localfs.write_atomic(path, contact_sheet(tiles, columns, color="red", empty="no errors", image_size=(200, 40)))
 
 
 def sample_name(truth, n):
@@ -144,8 +143,8 @@ def save_samples(samples, folder):
 
     os.makedirs(folder, exist_ok=True)
     for n, (pixels, truth) in enumerate(samples):
-        with open(os.path.join(folder, sample_name(truth, n)), "wb") as f:
-            f.write(tf.io.encode_png(pixels).numpy())
+        path = localfs.inside(folder, sample_name(truth, n), f"the sample file of label {truth!r}")
+        localfs.write_atomic(path, tf.io.encode_png(pixels).numpy())
 
 
 @exits_on_user_error
@@ -160,8 +159,7 @@ def main(argv=None):
     dataset = channel(args.channel, spec, args.batch_size, path=args.data, manifest=manifest, deterministic=True,
                       lengths=True)
     report, errors, samples = evaluate(model, spec, dataset, args.gallery_size, args.num_samples if args.samples else 0)
-    with open(args.report, "w") as f:
-        json.dump(report, f, indent=2)
+    localfs.write_atomic(args.report, json.dumps(report, indent=2))
     save_gallery(errors, args.gallery)
     if args.samples:
         save_samples(samples, args.samples)
