@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import platform
-import re
 import sys
 import time
 
@@ -25,13 +24,14 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, WorkerOptions
 
+from beam_jobs import output as outputs
 from beam_jobs import worker_log
 from beam_jobs.plan import MIN_SHARDS, TARGET_SHARD_BYTES, build_plan, describe, long_run_notice
 from beam_jobs.progress import ProgressBar, Reporter
 from beam_jobs.render import Renderer
 from tfrecord import flags, quiet, storage
 from tfrecord.errors import SpecError, UserError, exits_on_user_error
-from tfrecord.manifest import MANIFEST_NAME, SPLITS, Manifest, ShardInfo, SplitInfo, read_manifest, shard_path
+from tfrecord.manifest import MANIFEST_NAME, Manifest, ShardInfo, SplitInfo, read_manifest, shard_path
 from tfrecord.spec import IMAGE_FORMATS, MODES, CaptchaSpec, default_width, parse_length
 
 # Beam's SDK harness warns on every worker start about things this job does not use (a main session,
@@ -180,7 +180,7 @@ class WriteShard(beam.DoFn):
     def process(self, element):
         split, shard, data, records = element
         relpath = shard_path(split, shard, self.plan.shards[split])
-        storage.write_atomic(storage.join(self.output, relpath), data, _tmp_dir(self.output))
+        storage.write_atomic(outputs.shard_uri(self.output, relpath), data)
         self.report.add("shards", 1)
         yield split, ShardInfo(relpath, records, len(data), hashlib.sha256(data).hexdigest())
 
@@ -189,21 +189,24 @@ class WriteShard(beam.DoFn):
 
 
 class WriteManifest(beam.DoFn):
-    """[(split, ShardInfo), ...] -> dataset.json's text, written once every shard is; refuses a partial dataset."""
+    """[(split, ShardInfo), ...] -> dataset.json's text, written once every shard is; refuses a partial dataset.
+    `manifest` is the dataset without its shards; the one written is a copy that lists them."""
 
     def __init__(self, output, options, manifest):
         self.output, self.options, self.manifest = output, options, manifest
 
     def process(self, shard_infos):
         use_s3_options(self.options)
-        manifest = self.manifest
-        for split, info in manifest.splits.items():
-            info.shards = sorted((s for sp, s in shard_infos if sp == split), key=lambda s: s.path)
-            expected = manifest.options["num_shards"][split]
-            if len(info.shards) != expected or sum(s.records for s in info.shards) != info.examples:
-                raise RuntimeError(f"split {split}: {len(info.shards)} of {expected} shards written; no manifest")
-        storage.write_atomic(storage.join(self.output, MANIFEST_NAME), manifest.to_json().encode(), _tmp_dir(self.output))
-        yield manifest.to_json()
+        splits = {}
+        for split, info in self.manifest.splits.items():
+            shards = sorted((s for sp, s in shard_infos if sp == split), key=lambda s: s.path)
+            expected = self.manifest.options["num_shards"][split]
+            if len(shards) != expected or sum(s.records for s in shards) != info.examples:
+                raise RuntimeError(f"split {split}: {len(shards)} of {expected} shards written; no manifest")
+            splits[split] = SplitInfo(examples=info.examples, shards=shards)
+        text = dataclasses.replace(self.manifest, splits=splits).to_json()
+        storage.write_atomic(outputs.shard_uri(self.output, MANIFEST_NAME), text.encode())
+        yield text
 
 
 class WriteDataset(beam.PTransform):
@@ -220,46 +223,6 @@ class WriteDataset(beam.PTransform):
                 | "WriteShard" >> beam.ParDo(WriteShard(self.plan, self.output, self.options, self.progress_dir))  # (split, ShardInfo)
                 | "AllShards" >> beam.combiners.ToList()  # [(split, ShardInfo), ...]
                 | "WriteManifest" >> beam.ParDo(WriteManifest(self.output, self.options, self.manifest)))  # JSON text
-
-
-def prepare_output(output, manifest, overwrite):
-    """Refuse to clobber a different dataset, local or on S3 alike; with --overwrite remove the old one
-    (manifest first, then its shards and our temp files) and nothing else. A file that is not part of a
-    dataset is refused, never deleted: inside a split folder a folder reader would mix it into the data."""
-    files = [storage.relative(output, uri) for uri, _ in storage.list(storage.join(output, ""))]
-    if not files:
-        return
-    old = read_manifest(output) if MANIFEST_NAME in files else None
-    if old:
-        ours = {MANIFEST_NAME} | {s.path for info in old.splits.values() for s in info.shards}
-    else:  # shards of an interrupted run, known by the names only the producer gives
-        ours = {f for f in files if _in_layout(f)}
-    foreign = sorted(f for f in files if f not in ours and not f.startswith(f"{storage.TMP_DIR}/"))
-    if foreign:
-        raise UserError(f"output {output} holds {storage.join(output, foreign[0])}, which is not part of "
-                        f"{'the dataset in ' + MANIFEST_NAME if old else 'a dataset'}; move it away or choose another location")
-    if old:
-        if _identity(old) == _identity(manifest):
-            return  # the same dataset: re-running rewrites identical bytes
-        if not overwrite:
-            raise UserError(f"output {output} already holds a different dataset; pass --overwrite to replace it")
-    elif not overwrite:
-        raise UserError(f"output {output} holds shards but no {MANIFEST_NAME} (an interrupted run?); pass --overwrite to replace them")
-    storage.delete([storage.join(output, MANIFEST_NAME)] if old else [])
-    storage.delete(storage.join(output, f) for f in files if f != MANIFEST_NAME)
-
-
-def _in_layout(relpath):
-    """A shard name the producer writes: `<split>/<split>-NNNNN-of-NNNNN.tfrecord`."""
-    return re.fullmatch(rf"({'|'.join(SPLITS)})/\1-\d{{5,}}-of-\d{{5,}}\.tfrecord", relpath) is not None
-
-
-def _tmp_dir(output):
-    return storage.join(output, storage.TMP_DIR)
-
-
-def _identity(manifest):
-    return manifest.spec, manifest.seed, manifest.mode, manifest.options
 
 
 def _versions():
@@ -289,22 +252,21 @@ def run(argv=None):
     notice = long_run_notice(plan, workers(options))
     if notice:
         print(notice, flush=True)
-    output = args.output.rstrip("/")
+    output = storage.root(args.output)
     use_s3_options(options)
     storage.check_writable(output)
     manifest = Manifest(spec=plan.spec, seed=plan.seed, mode=plan.mode, options=plan.options, versions=_versions(),
                         splits={s: SplitInfo(examples=n, shards=[]) for s, n in plan.examples.items()})
-    prepare_output(output, manifest, args.overwrite)
-
-    start = time.monotonic()
-    total = sum(plan.examples.values())
-    with quiet.stderr_without(worker_log.start_up_line) as stderr:  # printed by each worker process
-        with ProgressBar(total, sum(plan.shards.values()), stream=stderr) as progress:
-            with beam.Pipeline(options=options) as pipeline:
-                _ = pipeline | "WriteDataset" >> WriteDataset(plan, output, options, manifest, progress.directory)
-    seconds = time.monotonic() - start
-    storage.delete(uri for uri, _ in storage.list(_tmp_dir(output) + "/"))
-    written = read_manifest(output)
+    with outputs.hold(output):  # for the whole run: a second run into `output` is refused
+        outputs.prepare(output, manifest, args.overwrite)
+        start = time.monotonic()
+        total = sum(plan.examples.values())
+        with quiet.stderr_without(worker_log.start_up_line) as stderr:  # printed by each worker process
+            with ProgressBar(total, sum(plan.shards.values()), stream=stderr) as progress:
+                with beam.Pipeline(options=options) as pipeline:
+                    _ = pipeline | "WriteDataset" >> WriteDataset(plan, output, options, manifest, progress.directory)
+        seconds = time.monotonic() - start
+        written = read_manifest(output)
     split_counts = ", ".join(f"{s}={n}" for s, n in plan.examples.items())
     print(f"generate: {total} examples ({split_counts}) in {seconds:.1f} s = {total / seconds:.0f} examples/s -> {output}")
     return written

@@ -106,7 +106,7 @@ def summary(root, manifest, labels):
 def main(argv=None):
     args = parse_args(argv)
     storage.configure(storage.s3_settings(vars(args)))
-    root = args.dataset.rstrip("/")
+    root = storage.root(args.dataset)
     manifest, labels, gallery = inspect(root, args.samples if args.contact_sheet else 0)
     print(summary(root, manifest, labels))
     if args.contact_sheet and gallery:

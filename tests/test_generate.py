@@ -127,10 +127,10 @@ def test_a_crashed_run_never_looks_finished(tmp_path, monkeypatch):
 
     real_write = storage.write_atomic
 
-    def crash_at_manifest(uri, data, tmp_dir=None):
+    def crash_at_manifest(uri, data):
         if uri.endswith("dataset.json"):
             raise RuntimeError("worker lost")
-        real_write(uri, data, tmp_dir)
+        real_write(uri, data)
 
     monkeypatch.setattr(storage, "write_atomic", crash_at_manifest)
     out = tmp_path / "out"
