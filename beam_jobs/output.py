@@ -79,7 +79,7 @@ def prepare(output, manifest, overwrite):
     elif not overwrite:
         raise UserError(f"output {output} holds shards but no {MANIFEST_NAME} (an interrupted run?); pass --overwrite to replace them")
     storage.delete([storage.join(output, MANIFEST_NAME)] if old else [])
-    storage.delete(storage.join(output, f) for f in sorted(ours - {MANIFEST_NAME}))
+    storage.delete(storage.join(output, f) for f in files if f in ours and f != MANIFEST_NAME)  # listed: inside
 
 
 def _identity(manifest):

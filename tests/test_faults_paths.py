@@ -3,6 +3,7 @@ refused and never followed, a local path built from an outside name (an S3 key, 
 stays inside its folder, and anything that looks like a URI but is not `s3://bucket[/prefix]` is refused
 in one line by every command that takes a location."""
 import hashlib
+import json
 import os
 
 import pytest
@@ -165,3 +166,16 @@ def test_a_uri_where_evaluate_writes_a_local_file_is_refused(tmp_path, tiny_data
 def test_a_valid_s3_uri_and_local_paths_are_accepted():
     assert storage.is_s3("s3://my-bucket.v2/a/b") and storage.is_s3("s3://abc")
     assert not any(storage.is_s3(p) for p in ("out", "/tmp/out", "./s3:", "s3:/x", "data/s3://"))
+
+
+def test_overwrite_deletes_nothing_a_manifest_names_outside_the_output(tmp_path, victim):
+    """dataset.json is outside input too: a shard entry pointing out of the dataset is never deleted."""
+    out = tmp_path / "out"
+    assert generate.main(["--output", str(out), *SMALL]) == 0
+    manifest = json.loads((out / "dataset.json").read_text())
+    manifest["splits"]["train"]["shards"].append(
+        {"path": "../victim/notes.txt", "records": 0, "bytes": 4, "sha256": hashlib.sha256(b"mine").hexdigest()})
+    (out / "dataset.json").write_text(json.dumps(manifest))
+    assert generate.main(["--output", str(out), *SMALL, "--seed", "5", "--overwrite"]) in (0, 2)  # replaced, or refused
+    assert digest(victim) == {"train-00000-of-00002.tfrecord": hashlib.sha256(b"not ours").hexdigest(),
+                              "notes.txt": hashlib.sha256(b"mine").hexdigest()}
