@@ -179,3 +179,15 @@ def test_overwrite_deletes_nothing_a_manifest_names_outside_the_output(tmp_path,
     assert generate.main(["--output", str(out), *SMALL, "--seed", "5", "--overwrite"]) in (0, 2)  # replaced, or refused
     assert digest(victim) == {"train-00000-of-00002.tfrecord": hashlib.sha256(b"not ours").hexdigest(),
                               "notes.txt": hashlib.sha256(b"mine").hexdigest()}
+
+
+@pytest.mark.parametrize("flag", ["--model-dir", "--checkpoint-dir", "--output-data-dir"])
+@pytest.mark.parametrize("uri", ["S3://bucket/x", "s3://bucket/x", "s3://"])
+def test_a_uri_where_train_writes_a_local_folder_is_refused(tmp_path, tiny_dataset, train_args, monkeypatch, capsys,
+                                                           flag, uri):
+    from trainer import train
+
+    monkeypatch.chdir(tmp_path)
+    assert train.main(train_args(tiny_dataset, tmp_path / "run", "--epochs", "1") + [flag, uri]) == 2
+    assert uri in one_line(capsys)
+    assert os.listdir(tmp_path) == []

@@ -2,7 +2,7 @@
 
 What a dataset is: the spec (`spec`), the Example schema with its encoder and pure-Python decoder
 (`schema`), TFRecord framing and RecordIO (`framing`, `recordio`), dataset.json (`manifest`), storage on
-local disk or S3 (`storage`) and the contact-sheet painter shared by `inspect` (launch/inspect_dataset.py)
+local disk or S3 (`storage`; local files written whole, outside names kept inside, locks: `localfs`) and the contact-sheet painter shared by `inspect` (launch/inspect_dataset.py)
 and `evaluate` (`contact_sheet`). How the training side reads it: the readers for files and SageMaker Pipe mode
 (`files`, `pipe`, `batching`, `channels`), the container's paths (`sagemaker`), the one-line error policy
 every command follows (`errors`) and the library start-up lines kept off stderr (`quiet`).

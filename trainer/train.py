@@ -11,7 +11,7 @@ import sys
 
 import keras
 
-from tfrecord import flags, sagemaker
+from tfrecord import flags, sagemaker, storage
 from tfrecord.errors import (ManifestError, SpecError, UserError, embedded_user_error, exits_on_user_error,
                              run_as_process)
 from tfrecord.manifest import TRAIN, VALIDATION, locate_manifest
@@ -93,6 +93,8 @@ def main(argv=None):
 
 
 def run(args):
+    for flag in ("model_dir", "output_data_dir", "checkpoint_dir"):  # written here, so local: no folder named `s3:`
+        storage.local_path(getattr(args, flag), f"--{flag.replace('_', '-')}")
     manifest = locate_manifest(args.manifest, args.train, "--train")
     if not manifest.split(TRAIN).examples:
         raise ManifestError(f"dataset has no {TRAIN} examples")
