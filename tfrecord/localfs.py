@@ -20,6 +20,7 @@ import uuid
 
 from tfrecord import storage
 from tfrecord.errors import UserError
+from tfrecord.streams import BLOCK_SIZE
 
 TMP_SUFFIX = ".tmp"  # a writer's temp files: `.<target name>.<32 hex>.tmp` beside the target
 TMP_NAME = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
@@ -86,10 +87,10 @@ def write_atomic(path, data):
         f.write(data.encode() if isinstance(data, str) else data)
 
 
-def copy_atomic(src, path, chunk=1 << 20):
-    """Copy the readable binary stream `src` into `path` whole or not at all."""
+def copy_atomic(src, path):
+    """Copy the readable binary stream `src` into `path` whole or not at all, a block at a time."""
     with atomic_file(path) as f:
-        while block := src.read(chunk):
+        while block := src.read(BLOCK_SIZE):
             f.write(block)
 
 
