@@ -127,3 +127,14 @@ def test_job_artifacts_on_a_full_disk(disk, tmp_path, monkeypatch):
     with pytest.raises(localfs.NoSpace, match=f"^{output}/model.tar.gz: {NO_SPACE}$"):
         artifacts.upload_outputs(str(output), 0)
     assert set(files(output.parent.parent)) <= {"job/output/output.tar.gz"}  # written whole, or not at all
+
+
+def test_an_export_on_a_full_disk_is_one_line_and_never_looks_complete(disk, tiny_spec):
+    from trainer import export
+    from trainer.model import build_model
+
+    model_dir = disk(0) / "model"
+    with pytest.raises(localfs.NoSpace, match=f"^{model_dir}: {NO_SPACE} \\(the export is incomplete and has no spec\\)$"):
+        export.export(build_model(tiny_spec, scale=1), tiny_spec, str(model_dir))
+    with pytest.raises(Exception, match="not an exported captcha model"):
+        export.load(str(model_dir))

@@ -246,8 +246,13 @@ def export(model, spec: CaptchaSpec, model_dir):
                          input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     archive.add_endpoint("serving_pixels", outputs,
                          input_signature=[tf.TensorSpec([None, *spec.input_shape], tf.uint8, name="pixels")])
-    archive.write_out(path, verbose=False)
-    model.save(os.path.join(model_dir, "model.keras"))
+    try:
+        archive.write_out(path, verbose=False)
+        model.save(os.path.join(model_dir, "model.keras"))
+    except (OSError, tf.errors.OpError) as e:  # TensorFlow's writers report a full disk in their own words
+        if getattr(e, "errno", None) in localfs.FULL or "No space left on device" in str(e):
+            raise localfs.NoSpace(f"{model_dir}: no space left on device (the export is incomplete and has no spec)") from None
+        raise
     localfs.write_atomic(os.path.join(path, SPEC_ASSET), json.dumps(spec.to_dict(), indent=2))
     return path
 
