@@ -47,8 +47,7 @@ def write_contract(channels, hps, host, hosts):
     resources = {"current_host": host, "hosts": list(hosts), "network_interface_name": "eth0"}
     for filename, content in (("hyperparameters.json", hps), ("inputdataconfig.json", configs),
                               ("resourceconfig.json", resources)):
-        with open(os.path.join(sagemaker.config_dir(), filename), "w") as f:
-            json.dump(content, f, indent=2)
+        localfs.write_atomic(os.path.join(sagemaker.config_dir(), filename), json.dumps(content, indent=2))
     env = {"SM_MODEL_DIR": sagemaker.model_dir(), "SM_OUTPUT_DATA_DIR": sagemaker.output_data_dir(),
            "SM_OUTPUT_DIR": sagemaker.output_dir(), "SM_INPUT_DIR": sagemaker.input_dir(),
            "SM_INPUT_CONFIG_DIR": sagemaker.config_dir(), "SM_CHANNELS": json.dumps(sorted(channels)),
