@@ -300,7 +300,7 @@ def test_an_export_cut_short_is_refused(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(keras.Model, "save", dies)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="model: no space left on device"):
         export.export(build_model(spec), spec, str(tmp_path / "model"))
     with pytest.raises(UserError, match="not an exported captcha model"):
         export.load(str(tmp_path / "model"))
