@@ -8,13 +8,11 @@ once. Its `output/` then gets model.tar.gz (success) or failure (failure), and o
 The tarballs are written to a local folder first and uploaded from there: when an upload fails, they are
 still on local disk, and the caller keeps that folder and names it.
 """
-import contextlib
 import json
 import os
 import tarfile
-import uuid
 
-from tfrecord import sagemaker, storage
+from tfrecord import localfs, sagemaker, storage
 from tfrecord.errors import UserError
 
 JOB_FILE = "job.json"
@@ -39,34 +37,13 @@ def claim(job_prefix, description):
     only if nothing of a job of that name is there. UserError if there is, or if another job takes it first."""
     if _used(job_prefix):
         raise taken(job_prefix)
-    uri, body = storage.join(job_prefix, JOB_FILE), json.dumps(description, indent=2).encode()
-    if storage.is_s3(uri):
-        from botocore.exceptions import ClientError
-
-        bucket, key = storage.split_s3(uri)
-        with storage.aws_errors(uri):
-            try:
-                storage.client().put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
-            except ClientError as e:
-                if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                    raise taken(job_prefix) from None
-                raise
-        return
-    tmp = os.path.join(job_prefix, f".{JOB_FILE}.{uuid.uuid4().hex}.tmp")
+    uri = storage.join(job_prefix, JOB_FILE)
     try:
-        os.makedirs(job_prefix, exist_ok=True)
-        with open(tmp, "xb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, uri)  # fails if the name exists: never replaces
-    except FileExistsError:
-        raise taken(job_prefix) from None
+        created = storage.create(uri, json.dumps(description, indent=2).encode())
     except OSError as e:
         raise UserError(f"output {job_prefix}: cannot be written ({e.strerror})") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+    if not created:
+        raise taken(job_prefix)
 
 
 def _used(job_prefix):
@@ -83,7 +60,7 @@ def exported_nothing(model_dir):
 
 def tar_dir(path, target):
     """`path`'s contents as the gzipped tarball `target` (written to disk, not held in memory)."""
-    with tarfile.open(target, mode="w:gz") as tar:
+    with localfs.atomic_file(target) as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
         for name in sorted(os.listdir(path)):
             tar.add(os.path.join(path, name), arcname=name)
 
@@ -98,8 +75,8 @@ def package(folder, failed, keep_model):
         tar_dir(sagemaker.model_dir(), os.path.join(folder, MODEL))
     if not failed:
         return [OUTPUT, MODEL]
-    with open(sagemaker.failure_path(), "rb") as src, open(os.path.join(folder, FAILURE), "wb") as dst:
-        dst.write(src.read())
+    with open(sagemaker.failure_path(), "rb") as src:
+        localfs.copy_atomic(src, os.path.join(folder, FAILURE))
     return [OUTPUT, FAILURE]
 
 

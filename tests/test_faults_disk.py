@@ -115,6 +115,8 @@ def test_a_checkpoint_on_a_full_disk_leaves_no_temp_and_a_clear_line(disk, tmp_p
 
 
 def test_job_artifacts_on_a_full_disk(disk, tmp_path, monkeypatch):
+    """Packaging into a full folder, and uploading into a full output: one line naming the path, and no
+    partial tarball in either place."""
     from launch import artifacts
     from tfrecord import sagemaker
 
@@ -123,10 +125,14 @@ def test_job_artifacts_on_a_full_disk(disk, tmp_path, monkeypatch):
         os.makedirs(folder)
     with open(os.path.join(sagemaker.model_dir(), "weights.bin"), "wb") as f:
         f.write(os.urandom(20000))  # does not compress
-    output = disk(8192) / "job" / "output"
-    with pytest.raises(localfs.NoSpace, match=f"^{output}/model.tar.gz: {NO_SPACE}$"):
-        artifacts.upload_outputs(str(output), 0)
-    assert set(files(output.parent.parent)) <= {"job/output/output.tar.gz"}  # written whole, or not at all
+    full = disk(8192)  # room for output.tar.gz, not for model.tar.gz
+    with pytest.raises(localfs.NoSpace, match=f"^{full}/package/model.tar.gz: {NO_SPACE}$"):
+        artifacts.package(str(full / "package"), False, False)
+    assert set(files(full)) == {"package/output.tar.gz"}
+    names = artifacts.package(str(tmp_path / "package"), False, False)
+    with pytest.raises(artifacts.UploadFailed, match=f"{full}/job/output/model.tar.gz: {NO_SPACE}; the job's outputs are kept in"):
+        artifacts.upload(str(tmp_path / "package"), names, str(full / "job" / "output"))
+    assert set(files(full)) == {"package/output.tar.gz"}  # nothing of the upload
 
 
 def test_an_export_on_a_full_disk_is_one_line_and_never_looks_complete(disk, tiny_spec):

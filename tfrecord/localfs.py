@@ -145,9 +145,9 @@ def exclusive_lock(path, what):
     path = storage.local_path(path)
     while True:
         if not os.path.lexists(path):
-            # FileExistsError: another run made it first; FileNotFoundError: our temp was cleared by a holder
-            with contextlib.suppress(FileExistsError, FileNotFoundError), atomic_file(path, replace=False) as f:
-                f.write(f"{os.getpid()}\n".encode())
+            # False: another run made it first; FileNotFoundError: our temp was cleared by a holder
+            with contextlib.suppress(FileNotFoundError):
+                storage.create(path, f"{os.getpid()}\n".encode())
         try:
             fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:

@@ -275,11 +275,35 @@ def check_writable(root):
         raise UserError(f"output {root}: {path} is not a writable directory")
 
 
+def create(uri, data):
+    """Write `data` (bytes) whole to `uri` only if nothing is there: locally localfs's atomic writer with a
+    hard link for the rename (which never replaces), on S3 a PutObject with If-None-Match: *. Returns
+    False, writing nothing, when `uri` exists (or another writer creates it first)."""
+    if not is_s3(uri):
+        try:
+            with localfs.atomic_file(uri, replace=False) as f:
+                f.write(data)
+        except FileExistsError:
+            return False
+        return True
+    from botocore.exceptions import ClientError
+
+    bucket, key = split_s3(uri)
+    with aws_errors(uri):
+        try:
+            client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+    return True
+
+
 @contextlib.contextmanager
 def lock(root, what):
     """Hold `root` (a folder, local or s3://) for one writer during the with-block: locally an fcntl lock
-    on `root`/.lock (localfs.exclusive_lock); on S3 a `.lock` object created with a conditional PutObject
-    (If-None-Match: *), deleted at the end. A second writer is refused at once with a UserError naming `what`.
+    on `root`/.lock (localfs.exclusive_lock); on S3 a `.lock` object `create`d (a conditional PutObject),
+    deleted at the end. A second writer is refused at once with a UserError naming `what`.
     A run killed on S3 leaves its lock object; the error line says how to remove it."""
     uri = join(root, localfs.LOCK_NAME)
     if not is_s3(root):
@@ -288,17 +312,9 @@ def lock(root, what):
         with localfs.exclusive_lock(uri, what):
             yield
         return
-    from botocore.exceptions import ClientError
-
-    bucket, key = split_s3(uri)
-    with aws_errors(uri):
-        try:
-            client().put_object(Bucket=bucket, Key=key, Body=f"{os.getpid()}\n".encode(), IfNoneMatch="*")
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise
-            raise UserError(f"{what} is in use by another run (it holds {uri}; if no run is writing there, "
-                            f"delete that object)") from None
+    if not create(uri, f"{os.getpid()}\n".encode()):
+        raise UserError(f"{what} is in use by another run (it holds {uri}; if no run is writing there, "
+                        f"delete that object)")
     try:
         yield
     finally:
