@@ -108,6 +108,25 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
+def makedirs(path):
+    """os.makedirs(path, exist_ok=True) -> the folders it created, outermost first (for `remove_empty`)."""
+    made, current = [], os.path.abspath(path)
+    while not os.path.lexists(current):
+        made.insert(0, current)
+        current = os.path.dirname(current)
+    with disk_errors(path):
+        os.makedirs(path, exist_ok=True)
+    return made
+
+
+def remove_empty(folders):
+    """Remove those of `folders` (from `makedirs`) that are still empty, innermost first: a run that ends
+    without writing anything leaves no folders behind."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
 def inside(folder, name, what):
     """`folder`/`name` for a `name` from outside (with / separators), proved to stay inside `folder`: not
     empty, not absolute, no `.`, `..` or empty parts, no NUL, and no part that exists as a symbolic link.

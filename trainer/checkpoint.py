@@ -8,6 +8,7 @@ It is written whole or not at all (tfrecord.localfs: a unique temp name, fsync, 
 full disk at any moment leaves the previous state. The spec the model is built for sits beside it as
 `captcha_spec.json`. One run at a time: the chief holds the folder (`hold`) for the whole training.
 """
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -67,12 +68,16 @@ def save(directory, progress, model, best_weights):
         np.savez(f, **arrays)
 
 
+@contextlib.contextmanager
 def hold(directory):
-    """Context manager: `directory` held by this run (an fcntl lock on `.lock` in it); UserError at once if
-    another run trains with the same checkpoint dir."""
-    with localfs.disk_errors(storage.local_path(directory, "checkpoint dir")):
-        os.makedirs(directory, exist_ok=True)
-    return localfs.exclusive_lock(os.path.join(directory, localfs.LOCK_NAME), f"checkpoint dir {directory}")
+    """`directory` held by this run for the with-block (an fcntl lock on `.lock` in it); UserError at once
+    if another run trains with the same checkpoint dir. Folders made for it and left empty are removed."""
+    made = localfs.makedirs(storage.local_path(directory, "checkpoint dir"))
+    try:
+        with localfs.exclusive_lock(os.path.join(directory, localfs.LOCK_NAME), f"checkpoint dir {directory}"):
+            yield
+    finally:
+        localfs.remove_empty(made)
 
 
 def save_spec(directory, spec):
