@@ -17,6 +17,7 @@ import os
 import re
 import stat
 
+from tfrecord import storage
 from tfrecord.content import file_kind, not_regular
 from tfrecord.errors import UserError
 
@@ -97,7 +98,7 @@ def port(text):
 # --- paths ------------------------------------------------------------------------------------------------
 
 def _is_s3(path):
-    return path.startswith("s3://")
+    return storage.is_s3(path)  # the one place locations are parsed: refuses `S3://b`, `s3://` and other URIs
 
 
 def _stat(path):
