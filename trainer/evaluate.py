@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from tfrecord import flags, localfs, sagemaker
+from tfrecord import flags, localfs, sagemaker, storage
 from tfrecord.channels import channel
 from tfrecord.contact_sheet import contact_sheet
 from tfrecord.errors import SpecError, exits_on_user_error
@@ -39,6 +39,7 @@ def parse_args(argv):
     p.add_argument("--batch-size", type=flags.positive_int, default=256)
     args = p.parse_args(argv)
     flags.distinct(args, "report", "gallery", "samples")
+    storage.local_flags(args, "report", "gallery", "samples")  # written on local disk only
     return args
 
 

@@ -93,8 +93,7 @@ def main(argv=None):
 
 
 def run(args):
-    for flag in ("model_dir", "output_data_dir", "checkpoint_dir"):  # written here, so local: no folder named `s3:`
-        storage.local_path(getattr(args, flag), f"--{flag.replace('_', '-')}")
+    storage.local_flags(args, "model_dir", "output_data_dir", "checkpoint_dir")  # written here: no folder named `s3:`
     manifest = locate_manifest(args.manifest, args.train, "--train")
     if not manifest.split(TRAIN).examples:
         raise ManifestError(f"dataset has no {TRAIN} examples")
