@@ -130,7 +130,8 @@ def test_file_mode_refuses_a_local_key_through_a_link(tmp_path, victim, monkeypa
     assert (victim / "train-00000-of-00002.tfrecord").read_bytes() == b"not ours"
 
 
-BAD_URIS = ["s3://", "s3:///prefix", "S3://bucket/x", "s3://B/x", "s3://b/x", "gs://bucket/x", "file:///tmp/x"]
+BAD_URIS = ["s3://", "s3:///prefix", "S3://bucket/x", "s3://B/x", "s3://my_bucket/x", "s3://-b/x", "gs://bucket/x",
+            "file:///tmp/x"]
 
 
 @pytest.mark.parametrize("uri", BAD_URIS)

@@ -68,7 +68,7 @@ def configure(settings):
 
 
 URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # anything that looks like scheme://
-S3_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", re.DOTALL)  # S3's bucket naming rules
+S3_URI = re.compile(r"s3://[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?(/.*)?", re.DOTALL)  # S3's bucket characters
 
 
 def is_s3(uri):
@@ -79,7 +79,7 @@ def is_s3(uri):
         return False
     if not S3_URI.fullmatch(text):
         raise UserError(f"{text}: not a valid location (a local path, or s3://bucket[/prefix] with a bucket "
-                        f"name of 3-63 lower-case letters, digits, dots and hyphens)")
+                        f"name of up to 63 lower-case letters, digits, dots and hyphens)")
     return True
 
 
