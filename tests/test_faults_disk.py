@@ -82,10 +82,10 @@ def test_evaluate_on_a_full_disk(disk, tmp_path, tiny_dataset, tiny_model, capsy
 
 
 def test_inspect_contact_sheet_on_a_full_disk(disk, tiny_dataset, capsys):
-    from tfrecord import validate
+    from launch import inspect_dataset
 
     sheet = disk(0, {"sheet.png": b"older"}) / "sheet.png"
-    assert validate.main([str(tiny_dataset), "--contact-sheet", str(sheet)]) == 2
+    assert inspect_dataset.main([str(tiny_dataset), "--contact-sheet", str(sheet)]) == 2
     err = capsys.readouterr().err
     assert err.endswith(f"error: {sheet}: {NO_SPACE}\n") and files(sheet.parent) == {"sheet.png": b"older"}
 

@@ -9,9 +9,10 @@ import os
 import pytest
 
 from beam_jobs import generate
+from launch import inspect_dataset
 from launch.container import download_channel
 from test_storage import SMALL, gen, location, refused  # noqa: F401  (location is a fixture)
-from tfrecord import localfs, sagemaker, storage, validate
+from tfrecord import localfs, sagemaker, storage
 from tfrecord.errors import UserError
 
 FULLY_REPLICATED = {"S3DistributionType": "FullyReplicated"}
@@ -145,9 +146,9 @@ def test_a_malformed_uri_is_refused_by_generate(tmp_path, monkeypatch, capsys, u
 @pytest.mark.parametrize("uri", BAD_URIS)
 def test_a_malformed_uri_is_refused_by_inspect(tmp_path, tiny_dataset, monkeypatch, capsys, uri):
     monkeypatch.chdir(tmp_path)
-    assert validate.main([uri]) == 2
+    assert inspect_dataset.main([uri]) == 2
     assert f"{uri}: not a valid location" in one_line(capsys)
-    assert validate.main([str(tiny_dataset), "--contact-sheet", f"{uri}/sheet.png"]) == 2
+    assert inspect_dataset.main([str(tiny_dataset), "--contact-sheet", f"{uri}/sheet.png"]) == 2
     assert "not a valid location" in one_line(capsys)
     assert os.listdir(tmp_path) == []
 
