@@ -65,17 +65,17 @@ def tar_dir(path, target):
             tar.add(os.path.join(path, name), arcname=name)
 
 
-def package(folder, failed, keep_model):
-    """In the container root of the chief: write its outputs into local `folder`, as SageMaker arranges
+def package(root, folder, failed, keep_model):
+    """From the chief's container `root`: write its outputs into local `folder`, as SageMaker arranges
     them; returns the names to upload. output.tar.gz always; model.tar.gz on success; failure on failure.
     With `keep_model`, a failed job's exported model is written too (kept locally, not uploaded)."""
     os.makedirs(folder, exist_ok=True)
-    tar_dir(sagemaker.output_data_dir(), os.path.join(folder, OUTPUT))
+    tar_dir(sagemaker.output_data_dir(root), os.path.join(folder, OUTPUT))
     if not failed or keep_model:
-        tar_dir(sagemaker.model_dir(), os.path.join(folder, MODEL))
+        tar_dir(sagemaker.model_dir(root), os.path.join(folder, MODEL))
     if not failed:
         return [OUTPUT, MODEL]
-    with open(sagemaker.failure_path(), "rb") as src:
+    with open(sagemaker.failure_path(root), "rb") as src:
         localfs.copy_atomic(src, os.path.join(folder, FAILURE))
     return [OUTPUT, FAILURE]
 

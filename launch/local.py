@@ -37,7 +37,7 @@ import threading
 import time
 
 from launch import artifacts, job_config, source
-from launch.container import container_root, download_channel, write_contract
+from launch.container import download_channel, write_contract
 from launch.pipe_agent import Progress, feed_pipe
 from tfrecord import flags, sagemaker, storage
 from tfrecord.errors import UserError, exits_on_user_error
@@ -83,17 +83,16 @@ def free_ports(count):
 
 def prepare(host, names, channels, objects, hps, args, workers):
     """Write one host's container root (contract, checkpoints, File-mode data) and its trainer's environment."""
-    with container_root(host.root):
-        sm_env = write_contract(channels, hps, host.name, names)
-        if args.checkpoint_path:
-            os.makedirs(args.checkpoint_path, exist_ok=True)
-            os.rmdir(sagemaker.checkpoint_dir())
-            os.symlink(os.path.abspath(args.checkpoint_path), sagemaker.checkpoint_dir())
-        for channel, (prefix, config) in channels.items():
-            if config["TrainingInputMode"] != "Pipe":
-                download_channel(channel, objects[channel], prefix, config, host.index, len(names))
-        host.data_dir = sagemaker.data_dir()
-        host.env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    sm_env = write_contract(host.root, channels, hps, host.name, names)
+    if args.checkpoint_path:
+        os.makedirs(args.checkpoint_path, exist_ok=True)
+        os.rmdir(sagemaker.checkpoint_dir(host.root))
+        os.symlink(os.path.abspath(args.checkpoint_path), sagemaker.checkpoint_dir(host.root))
+    for channel, (prefix, config) in channels.items():
+        if config["TrainingInputMode"] != "Pipe":
+            download_channel(host.root, channel, objects[channel], prefix, config, host.index, len(names))
+    host.data_dir = sagemaker.data_dir(host.root)
+    host.env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
     host.env.update(sm_env)
     host.env[sagemaker.WORKERS_ENV] = workers
 
@@ -150,9 +149,8 @@ def reason(failure, several):
     """What one failure contributes to the job's failure reason."""
     if isinstance(failure, str):
         return failure
-    with container_root(failure.root):
-        path = sagemaker.failure_path()
-        own = open(path).read().strip() if os.path.exists(path) else ""
+    path = sagemaker.failure_path(failure.root)
+    own = open(path).read().strip() if os.path.exists(path) else ""
     status = failure.status if failure.status >= 0 else f"{failure.status} ({signal.Signals(-failure.status).name})"
     text = own or "\n".join([f"AlgorithmError: ExecuteUserScriptError: ExitCode {status}", *failure.tail])
     return f"{failure.name}: {text}" if several else text
@@ -213,18 +211,18 @@ def run_job(args, root):
         thread.join(timeout=30)
     status = next((f.status if isinstance(f, Host) else 1 for f in failures), 0)
     status = 128 - status if status < 0 else status  # killed by a signal: as a shell reports it
-    with container_root(hosts[0].root):
-        if not failures and artifacts.exported_nothing(sagemaker.model_dir()):
-            failures.append(f"{hosts[0].name} exited 0 but exported nothing into its model dir "
-                            f"{sagemaker.model_dir()} (SageMaker uploads that folder as {artifacts.MODEL})")
-            status = 1
-        reasons = [reason(failure, several) for failure in failures]
-        if reasons:
-            with open(sagemaker.failure_path(), "w") as f:
-                f.write("\n".join(reasons) + "\n")
-        keep_model = bool(reasons) and not artifacts.exported_nothing(sagemaker.model_dir())
-        folder = os.path.join(root, "artifacts")
-        names = artifacts.package(folder, bool(reasons), keep_model)
+    chief = hosts[0].root
+    if not failures and artifacts.exported_nothing(sagemaker.model_dir(chief)):
+        failures.append(f"{hosts[0].name} exited 0 but exported nothing into its model dir "
+                        f"{sagemaker.model_dir(chief)} (SageMaker uploads that folder as {artifacts.MODEL})")
+        status = 1
+    reasons = [reason(failure, several) for failure in failures]
+    if reasons:
+        with open(sagemaker.failure_path(chief), "w") as f:
+            f.write("\n".join(reasons) + "\n")
+    keep_model = bool(reasons) and not artifacts.exported_nothing(sagemaker.model_dir(chief))
+    folder = os.path.join(root, "artifacts")
+    names = artifacts.package(chief, folder, bool(reasons), keep_model)
     try:
         artifacts.upload(folder, names, storage.join(job_prefix, "output"))
     except artifacts.UploadFailed as e:
@@ -236,7 +234,7 @@ def run_job(args, root):
         print(f"error: training job {name} failed: {reasons[0].splitlines()[0]}{kept}", file=sys.stderr)
         return status, folder if keep_model else None
     print(f"training job {name} completed\nmodel: {storage.join(job_prefix, 'output', artifacts.MODEL)}", flush=True)
-    if os.path.exists(os.path.join(sagemaker.output_data_dir(hosts[0].root), curves.PNG)):
+    if os.path.exists(os.path.join(sagemaker.output_data_dir(chief), curves.PNG)):
         print(f"learning curve: {curves.PNG} in {storage.join(job_prefix, 'output', artifacts.OUTPUT)}", flush=True)
     return 0, None
 

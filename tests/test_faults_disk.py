@@ -127,9 +127,9 @@ def test_job_artifacts_on_a_full_disk(disk, tmp_path, monkeypatch):
         f.write(os.urandom(20000))  # does not compress
     full = disk(8192)  # room for output.tar.gz, not for model.tar.gz
     with pytest.raises(localfs.NoSpace, match=f"^{full}/package/model.tar.gz: {NO_SPACE}$"):
-        artifacts.package(str(full / "package"), False, False)
+        artifacts.package(str(tmp_path / "root"), str(full / "package"), False, False)
     assert set(files(full)) == {"package/output.tar.gz"}
-    names = artifacts.package(str(tmp_path / "package"), False, False)
+    names = artifacts.package(str(tmp_path / "root"), str(tmp_path / "package"), False, False)
     with pytest.raises(artifacts.UploadFailed, match=f"{full}/job/output/model.tar.gz: {NO_SPACE}; the job's outputs are kept in"):
         artifacts.upload(str(tmp_path / "package"), names, str(full / "job" / "output"))
     assert set(files(full)) == {"package/output.tar.gz"}  # nothing of the upload

@@ -105,14 +105,14 @@ def test_file_mode_refuses_an_object_key_that_leaves_the_channel(s3, tmp_path, m
     prefix, objects = file_mode_objects(s3, ["ds/train/a.tfrecord", key])
     assert (f"s3://{s3.bucket}/{key}", len(key)) in objects  # the server keeps the key as it is
     with pytest.raises(UserError, match=r"channel train: object s3://.*: '.*\.\./escape' is not a path inside"):
-        download_channel("train", objects, prefix, FULLY_REPLICATED)
+        download_channel(str(tmp_path / "root"), "train", objects, prefix, FULLY_REPLICATED)
     assert not list((tmp_path).rglob("escape")) and not (tmp_path / "root" / "input" / "data" / "train" / "a.tfrecord").exists()
 
 
 def test_file_mode_skips_a_folder_marker(s3, tmp_path, monkeypatch):
     monkeypatch.setenv(sagemaker.ROOT_ENV, str(tmp_path / "root"))
     prefix, objects = file_mode_objects(s3, ["ds/train/", "ds/train/a.tfrecord", "ds/train/sub/", "ds/train/sub/b.tfrecord"])
-    download_channel("train", objects, prefix, FULLY_REPLICATED)
+    download_channel(str(tmp_path / "root"), "train", objects, prefix, FULLY_REPLICATED)
     channel = tmp_path / "root" / "input" / "data" / "train"
     assert digest(channel) == {p: hashlib.sha256(f"ds/train/{p}".encode()).hexdigest() for p in ("a.tfrecord", "sub/b.tfrecord")}
 
@@ -127,7 +127,7 @@ def test_file_mode_refuses_a_local_key_through_a_link(tmp_path, victim, monkeypa
     channel.mkdir(parents=True)
     (channel / "sub").symlink_to(victim, target_is_directory=True)
     with pytest.raises(UserError, match="a symbolic link inside"):
-        download_channel("train", storage.list(str(data)), str(data), FULLY_REPLICATED)
+        download_channel(str(tmp_path / "root"), "train", storage.list(str(data)), str(data), FULLY_REPLICATED)
     assert (victim / "train-00000-of-00002.tfrecord").read_bytes() == b"not ours"
 
 
