@@ -31,7 +31,7 @@ from beam_jobs.progress import ProgressBar, Reporter
 from beam_jobs.render import Renderer
 from tfrecord import flags, quiet, storage
 from tfrecord.errors import SpecError, UserError, exits_on_user_error
-from tfrecord.manifest import MANIFEST_NAME, Manifest, ShardInfo, SplitInfo, read_manifest, shard_path
+from tfrecord.manifest import MANIFEST_NAME, MAX_SHARDS, Manifest, ShardInfo, SplitInfo, read_manifest, shard_path
 from tfrecord.spec import IMAGE_FORMATS, MODES, CaptchaSpec, default_width, parse_length
 
 # Beam's SDK harness warns on every worker start about things this job does not use (a main session,
@@ -63,7 +63,7 @@ def parse_args(argv):
     p.add_argument("--chars", default="", help="add these characters to the alphabet")
     p.add_argument("--length", "--npi", type=length_range, default=str(spec["length"]), metavar="N|MIN-MAX",
                    help="characters per captcha, or a range (each example's length uniform in it, then its characters)")
-    p.add_argument("--width", type=flags.non_negative_int, default=spec["width"],
+    p.add_argument("--width", type=flags.positive_int, default=None,
                    help=f"image width (default {default_width(0)} + {default_width(1) - default_width(0)} * the longest length)")
     p.add_argument("--height", type=flags.positive_int, default=spec["height"])
     p.add_argument("--color-mode", choices=sorted(MODES), default=spec["mode"], help="grayscale (default) or RGB like the seed")
@@ -79,9 +79,9 @@ def parse_args(argv):
     p.add_argument("-t", "--test-ratio", type=flags.fraction, default=0.2, help="seed mode: test rounds = max(1, int(N * ratio))")
     p.add_argument("--validation-rounds", type=flags.non_negative_int, default=0, help="seed mode: a validation "
                    "split of every arrangement this many times (default 0: none, as the seed had)")
-    p.add_argument("--num-shards", type=flags.positive_int, help=f"shards per split (default: enough for <= {TARGET_SHARD_BYTES // 10**6} MB "
+    p.add_argument("--num-shards", type=flags.at_least(1, most=MAX_SHARDS), help=f"shards per split (default: enough for <= {TARGET_SHARD_BYTES // 10**6} MB "
                    f"each, at least {MIN_SHARDS})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=flags.seed, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a different dataset already at --output")
     p.add_argument("--dry-run", action="store_true", help="print the plan with estimated size and time; write nothing "
                    "(workers: --num_workers if given, else --direct_num_workers)")

@@ -15,7 +15,7 @@ from beam_jobs.progress import duration
 from beam_jobs.render import DEFAULT_FONT_SIZES, Renderer, check_drawable, check_fonts, example_seed, font_sizes
 from tfrecord.errors import UserError
 from tfrecord.framing import frame
-from tfrecord.manifest import PLAN_VERSION, TEST, TRAIN, VALIDATION
+from tfrecord.manifest import MAX_SHARDS, PLAN_VERSION, TEST, TRAIN, VALIDATION
 from tfrecord.schema import encode_example
 from tfrecord.spec import ALPHABETS, CaptchaSpec, parse_length, parse_size
 
@@ -93,7 +93,7 @@ def build_plan(args):
     alphabet += "".join(c for c in dict.fromkeys(args.chars) if c not in alphabet)
     store_width, store_height = parse_size(args.store_size)
     min_length, length = parse_length(args.length)
-    spec = CaptchaSpec(alphabet=alphabet, length=length, min_length=min_length, width=args.width, height=args.height,
+    spec = CaptchaSpec(alphabet=alphabet, length=length, min_length=min_length, width=args.width or 0, height=args.height,
                        mode=args.color_mode, fonts=tuple(args.font), image_format=args.image_format,
                        store_width=store_width, store_height=store_height)
     check_fonts(spec)
@@ -121,7 +121,8 @@ def build_plan(args):
     counts = {split: n for split, n in counts.items() if n}
     plan = Plan(spec, args.seed, mode, labels, counts, shards={}, options=options, sample=None)
     sample = measure(plan)
-    shards = {split: min(n, args.num_shards or max(MIN_SHARDS, math.ceil(n * sample.bytes / TARGET_SHARD_BYTES)))
+    # past MAX_SHARDS x TARGET_SHARD_BYTES, shards grow instead (the manifest lists each one)
+    shards = {split: min(n, args.num_shards or min(MAX_SHARDS, max(MIN_SHARDS, math.ceil(n * sample.bytes / TARGET_SHARD_BYTES))))
               for split, n in counts.items()}
     options = {**options, "examples": counts, "num_shards": shards, "plan_version": PLAN_VERSION}
     if sizes != DEFAULT_FONT_SIZES:  # scaled to fit the height: recorded (dataset.json as before otherwise)

@@ -9,7 +9,7 @@ removes all three.
 import base64
 import json
 
-from launch import aws, sagemaker_job
+from launch import aws, job_config, sagemaker_job
 from tfrecord import flags, storage
 from tfrecord.errors import UserError, exits_on_user_error
 from trainer import images
@@ -23,9 +23,9 @@ def _parser(action, description):
 
 def _deploy_args(argv):
     p = _parser("deploy", "an endpoint from a training job's model artifact")
-    p.add_argument("job", help="training job name")
+    p.add_argument("job", type=job_config.sagemaker_name, help="training job name")
     p.add_argument("--role", required=True)
-    p.add_argument("--endpoint-name", help="default: the job name")
+    p.add_argument("--endpoint-name", type=job_config.sagemaker_name, help="default: the job name")
     p.add_argument("--instance-type", default="ml.c5.large")
     p.add_argument("--instance-count", type=flags.positive_int, default=1)
     p.add_argument("--framework-version", default="2.20", help="TensorFlow Serving image version")
@@ -36,7 +36,7 @@ def _deploy_args(argv):
 
 def _invoke_args(argv):
     p = _parser("invoke", "send PNG/JPEG files, print text and confidence")
-    p.add_argument("endpoint", help="endpoint name (ignored with --url)")
+    p.add_argument("endpoint", type=job_config.sagemaker_name, help="endpoint name (ignored with --url)")
     p.add_argument("images", nargs="+", type=flags.regular_file)
     p.add_argument("--url", type=flags.http_url, help="a local `serve` base URL instead, e.g. http://127.0.0.1:8080")
     return p.parse_args(argv)
@@ -44,7 +44,7 @@ def _invoke_args(argv):
 
 def _delete_args(argv):
     p = _parser("delete", "delete the endpoint, its config and model")
-    p.add_argument("endpoint")
+    p.add_argument("endpoint", type=job_config.sagemaker_name)
     return p.parse_args(argv)
 
 

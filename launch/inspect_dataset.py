@@ -23,7 +23,7 @@ def parse_args(argv):
     p.add_argument("dataset", type=flags.existing_folder, help="dataset root (local directory or s3://bucket/prefix)")
     p.add_argument("--contact-sheet", type=flags.writable_file,
                    help="write a PNG of sample images captioned with their labels (local or s3://)")
-    p.add_argument("--samples", type=flags.positive_int, default=32, help="images on the contact sheet")
+    p.add_argument("--samples", type=flags.pictures, default=32, help="images on the contact sheet")
     storage.add_s3_arguments(p)
     args, unknown = p.parse_known_args(argv)
     if unknown:

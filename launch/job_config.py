@@ -14,6 +14,7 @@ from tfrecord import flags, manifest as dataset_manifest, storage
 from tfrecord.errors import ManifestError, UserError
 from tfrecord.manifest import MANIFEST_NAME, TRAIN, VALIDATION
 from tfrecord.sagemaker import INPUT_MODES
+from trainer import arguments
 
 SHARD_CHANNELS = (TRAIN, VALIDATION)
 META_CHANNEL = "meta"
@@ -55,6 +56,15 @@ def job_name(args):
     return name
 
 
+def sagemaker_name(text):
+    """A `type=` for the name of a SageMaker training job, model or endpoint: JOB_NAME's rule (also one
+    plain path component), checked before any AWS call."""
+    if not JOB_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: not a SageMaker name (1 to 63 letters, digits and hyphens, "
+                                         "starting and ending with a letter or digit)")
+    return text
+
+
 def name_values(pairs, flag):
     """`NAME=VALUE` strings given with `flag` -> [(name, value)], in order; values stay strings."""
     out = []
@@ -77,6 +87,7 @@ def hyperparameters(pairs):
         for output, where in CONTAINER_OUTPUTS.items():
             if output.startswith(flag):
                 raise UserError(f"--hp {name}: not settable in a job: {where}")
+    arguments.check_hyperparameters(hps)  # as the trainer will parse them, before anything is created
     return hps
 
 

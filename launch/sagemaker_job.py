@@ -153,6 +153,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if not (storage.is_s3(args.dataset) and storage.is_s3(args.output_path)):
         raise UserError("launch train needs s3:// dataset and output paths (use `launch local` for local folders)")
+    job_config.hyperparameters(args.hp)  # checked against the trainer's flags before any AWS call
     manifest = job_config.read_manifest(args.dataset)
     name = start(args, manifest)
     print(f"training job {name}\n{console_link(args.region, name)}", flush=True)

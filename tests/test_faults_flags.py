@@ -41,14 +41,14 @@ CASES = [
     (["train", "--batch-size", "0"], "error: --batch-size: must be at least 1 (got 0)"),
     (["train", "--learning-rate", "nan"], "error: --learning-rate: must be a finite number (got nan)"),
     (["train", "--warmup-epochs", "-1"], "error: --warmup-epochs: must be at least 0 (got -1)"),
-    (["train", "--scale", "0"], "error: --scale: must be positive (got 0)"),
+    (["train", "--scale", "0"], "error: --scale: must be in (0, 1] (got 0)"),
     (["train", "--cluster-timeout", "-5"], "error: --cluster-timeout: must be positive (got -5)"),
     (["train", "--shuffle-buffer", "-1"], "error: --shuffle-buffer: must be at least 0 (got -1)"),
     (["train", "--height", "0"], "error: --height: must be at least 1 (got 0)"),
     (["train", "--manifest", "missing.json"], "error: --manifest: missing.json: no such file"),
     (["evaluate", "--model-dir", "model", "--batch-size", "0"], "error: --batch-size: must be at least 1 (got 0)"),
     (["evaluate", "--model-dir", "model", "--num-samples", "-1"], "error: --num-samples: must be at least 0 (got -1)"),
-    (["evaluate", "--model-dir", "model", "--gallery-size", "-1"], "error: --gallery-size: must be at least 0 (got -1)"),
+    (["evaluate", "--model-dir", "model", "--gallery-size", "-1"], "error: --gallery-size: must be at least 1 (got -1)"),
     (["evaluate", "--model-dir", "model", "--report", "adir"], "error: --report: adir: is a folder, not a file"),
     (["evaluate", "--model-dir", "model", "--gallery", "fifo"], "error: --gallery: fifo: is a FIFO, not a file"),
     (["evaluate", "--model-dir", "model", "--samples", "afile"], "error: --samples: afile: is a file, not a folder"),
@@ -84,6 +84,34 @@ CASES = [
     (["launch", "invoke", "endpoint", "/dev/zero"], "error: images: /dev/zero: is a device, not a regular file"),
     (["launch", "invoke", "endpoint", "afile", "--url", "ftp://host"], "error: --url: ftp://host: not an http:// or https:// URL"),
     (["launch", "delete"], "error: the following arguments are required: endpoint (see --help)"),
+    # numbers whose range makes work or memory explode, or means something silently
+    (["generate", "--output", "out", "-d", "--width", "0"], "error: --width: must be at least 1 (got 0)"),
+    (["generate", "--output", "out", "-d", "--seed", "-5"], "error: --seed: must be at least 0 (got -5)"),
+    (["train", "--scale", "1000"], "error: --scale: must be in (0, 1] (got 1000)"),
+    (["train", "--seed", "-1"], "error: --seed: must be at least 0 (got -1)"),
+    (["evaluate", "--model-dir", "model", "--gallery-size", "0"], "error: --gallery-size: must be at least 1 (got 0)"),
+    (["evaluate", "--model-dir", "model", "--gallery-size", "100000"],
+     "error: --gallery-size: must be at most 1000 (images on one sheet) (got 100000)"),
+    (["inspect", "adir", "--samples", "100000"], "error: --samples: must be at most 1000 (images on one sheet) (got 100000)"),
+    (["serve", "model", "--threads", "100000"], "error: --threads: must be at most 1024 (got 100000)"),
+    # hyperparameters are the trainer's flags, checked before anything is created or any AWS call
+    (["launch", "local", "adir", "--output-path", "jobs", "--hp", "epochs=abc"],
+     "error: --hp: --epochs: 'abc' is not an integer"),
+    (["launch", "local", "adir", "--output-path", "jobs", "--hp", "scale=1000"],
+     "error: --hp: --scale: must be in (0, 1] (got 1000)"),
+    (["launch", "local", "adir", "--output-path", "jobs", "--hp", "no-such-flag=1"],
+     "error: --hp: unrecognized arguments: --no-such-flag 1 (see --help)"),
+    (["launch", "train", "s3://b/d", "--output-path", "s3://b/o", "--role", ROLE, "--hp", "batch-size=0"],
+     "error: --hp: --batch-size: must be at least 1 (got 0)"),
+    # SageMaker names, checked before any AWS call
+    (["launch", "delete", ""], "error: endpoint: '': not a SageMaker name (1 to 63 letters, digits and hyphens, "
+                               "starting and ending with a letter or digit)"),
+    (["launch", "delete", "../../x"], "error: endpoint: '../../x': not a SageMaker name (1 to 63 letters, digits "
+                                      "and hyphens, starting and ending with a letter or digit)"),
+    (["launch", "deploy", "a/b", "--role", ROLE], "error: job: 'a/b': not a SageMaker name (1 to 63 letters, digits "
+                                                  "and hyphens, starting and ending with a letter or digit)"),
+    (["launch", "deploy", "job", "--role", ROLE, "--endpoint-name", "x_y"], "error: --endpoint-name: 'x_y': not a "
+     "SageMaker name (1 to 63 letters, digits and hyphens, starting and ending with a letter or digit)"),
 ]
 
 

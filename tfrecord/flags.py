@@ -53,13 +53,16 @@ def _number(kind, text):
     return value
 
 
-def at_least(low, kind=int):
-    """A `type=` for numbers >= low: `at_least(1)` for counts and sizes, `at_least(0.0, float)`."""
+def at_least(low, kind=int, *, most=None, why=""):
+    """A `type=` for numbers >= low: `at_least(1)` for counts and sizes, `at_least(0.0, float)`; with `most`,
+    also <= most (`why` says where that bound comes from, e.g. " (this host's CPU cores)")."""
 
     def check(text):
         value = _number(kind, text)
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low:g} (got {text})")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most:g}{why} (got {text})")
         return value
 
     check.__name__ = f"at_least_{low}"
@@ -69,6 +72,9 @@ def at_least(low, kind=int):
 positive_int = at_least(1)
 non_negative_int = at_least(0)
 non_negative_float = at_least(0.0, float)
+seed = at_least(0, most=2**32 - 1, why=" (a 32-bit seed, as NumPy takes)")
+MAX_PICTURES = 1000  # images on one contact sheet or gallery: beyond this it is a dataset, not a picture
+pictures = at_least(1, most=MAX_PICTURES, why=" (images on one sheet)")
 
 
 def positive_float(text):

@@ -25,7 +25,8 @@ FORMAT_VERSION = 1
 PLAN_VERSION = 2  # the producer's label plans; a manifest without one was made by version 1 (materialised plans)
 TRAIN, VALIDATION, TEST = SPLITS = ("train", "validation", "test")
 MODES = ("uniform", "permutations")
-MAX_MANIFEST_BYTES = 256 << 20  # ~1 million shards of ~200 bytes each
+MAX_MANIFEST_BYTES = 16 << 20  # ~70,000 shard entries of ~230 bytes each
+MAX_SHARDS = 10000  # per split, what generate makes at most: three splits' entries take under half MAX_MANIFEST_BYTES
 MIN_RECORD_BYTES = 16  # TFRecord framing of an empty record: length, its CRC, the data's CRC
 
 Count = Annotated[int, Field(ge=0)]
@@ -63,7 +64,7 @@ class SplitInfo:
 class Manifest:
     __pydantic_config__ = STRICT
     spec: CaptchaSpec
-    seed: int
+    seed: Count
     mode: Literal[MODES]
     splits: dict[Literal[SPLITS], SplitInfo]  # split name -> SplitInfo, in SPLITS order
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # the producer's label/sharding options
@@ -90,9 +91,11 @@ class Manifest:
             d = json.loads(text)
         except ValueError as e:
             raise ManifestError(f"{source}: not a valid dataset manifest ({type(e).__name__}: {e})") from None
+        except RecursionError:  # arrays or objects nested deeper than Python's stack
+            raise ManifestError(f"{source}: not a valid dataset manifest (JSON nested too deeply)") from None
         if not isinstance(d, dict):
             raise ManifestError(f"{source}: not a valid dataset manifest (a JSON {type(d).__name__}, not an object)")
-        if d.get("format_version") != FORMAT_VERSION:
+        if type(d.get("format_version")) is not int or d["format_version"] != FORMAT_VERSION:  # not `true`
             raise ManifestError(f"{source}: unsupported format_version {d.get('format_version')!r}")
         d.pop("format_version")
         try:
@@ -182,14 +185,13 @@ def read_manifest(location):
     uri = location if is_file else storage.join(location.rstrip("/"), MANIFEST_NAME)
     if not storage.is_s3(uri) and os.path.lexists(uri):  # a FIFO or device there: one line, not a read
         content.check_regular(uri, what="dataset manifest")
-        if os.path.getsize(uri) > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"{uri}: {os.path.getsize(uri)} bytes, more than any dataset manifest "
-                                f"({MAX_MANIFEST_BYTES >> 20} MiB)")
     try:
-        text = storage.read(uri)
+        text = storage.read(uri, limit=MAX_MANIFEST_BYTES)
     except storage.NotFound:
         raise ManifestError(f"{location}: no {MANIFEST_NAME} (not a dataset written by `captcha-pipeline generate`, "
                             f"or an unfinished one)") from None
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{uri}: more than {MAX_MANIFEST_BYTES >> 20} MiB, more than any dataset manifest")
     try:
         text = text.decode()
     except UnicodeDecodeError:

@@ -217,12 +217,15 @@ def open(uri):  # noqa: A001
         raise NotFound(f"{uri}: not found") from None
 
 
-def read(uri):
+def read(uri, limit=None):
+    """The bytes of `uri`; with `limit`, at most limit + 1 of them (so a caller sees that the file is larger
+    than `limit` without holding more of it)."""
+    size = -1 if limit is None else limit + 1
     with open(uri) as f:
         if not is_s3(uri):
-            return f.read()
+            return f.read(size)
         with aws_errors(uri):
-            return f.read()
+            return f.read(size)
 
 
 def write_atomic(uri, data):

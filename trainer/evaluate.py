@@ -31,7 +31,7 @@ def parse_args(argv):
                    help="dataset.json or its dir (default: meta channel, else beside --data)")
     p.add_argument("--report", default="evaluation.json", type=flags.writable_file)
     p.add_argument("--gallery", default="errors.png", type=flags.writable_file)
-    p.add_argument("--gallery-size", type=flags.non_negative_int, default=24)
+    p.add_argument("--gallery-size", type=flags.pictures, default=24, help="misread images on --gallery")
     p.add_argument("--samples", type=flags.creatable_folder,
                    help="also write the first --num-samples images here as <label>_<n>.png "
                    "(characters other than ASCII letters and digits as %%XX)")

@@ -68,7 +68,9 @@ def _jpeg_checks(data):
     """`trainer.images`' JPEG rules that need no decoding, as assertions: the scan count and an end marker
     (here: one somewhere in the file; `trainer.images` also checks that it ends the last scan)."""
     return [tf.debugging.Assert(_occurrences(data, images.JPEG_SCAN) <= images.MAX_JPEG_SCANS, [images.TOO_MANY_SCANS]),
-            tf.debugging.Assert(_occurrences(data, images.JPEG_END) > 0, [images.JPEG_TRUNCATED])]
+            tf.debugging.Assert(_occurrences(data, images.JPEG_END) > 0, [images.JPEG_TRUNCATED]),
+            tf.debugging.Assert(tf.add_n([_occurrences(data, entry) for entry in images.JPEG_ORIENTATIONS]) == 0,
+                                [images.JPEG_ORIENTED])]
 
 
 def _big_endian(data, offset, size):

@@ -14,11 +14,14 @@ with a one-line reason, in this order and at this cost:
      the image) and `MAX_PARTS` segments, and must end with its end-of-image marker (so libjpeg never meets
      a truncated one). PNG's compressed ancillary chunks (zTXt, iTXt, iCCP) are left to libpng, which caps
      what it inflates for them (a 4 MB zTXt bomb costs TensorFlow's decoder under 0.05 s).
+  3. orientation: a JPEG whose EXIF Orientation is not 1 (upright) is refused (`JPEG_ORIENTED`): a viewer
+     shows it turned or mirrored, the model would read it as stored, and turning it in-graph the same way in
+     every path is more machinery than asking for an upright image.
 Pixels are decoded, and transparency composited onto white, by the SavedModel's bytes signature
 (`trainer.export.decode_images`), which `predict` and `serve` call and TF Serving calls after
 `launch deploy`. It checks in-graph, with the same words, all of this but the inflation itself and the
 JPEG's segment walk (it asks only that an end-of-image marker occur): file length, format, size, a JPEG's
-colour components and scans, a PNG's chunk count and image data length, so the work TF Serving spends on
+colour components, scans and orientation, a PNG's chunk count and image data length, so the work TF Serving spends on
 any input is bounded by an accepted image's size too.
 `read_file` is the one way a named image file is read. Pure Python: no TensorFlow, no PIL.
 """
@@ -42,6 +45,12 @@ JPEG_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # after entropy-co
 JPEG_COMPONENTS = "JPEG with {} colour components (CMYK?): send grayscale or RGB"  # also tf.strings.format's
 TOO_MANY_SCANS = f"JPEG with more than {MAX_JPEG_SCANS} scans: send a baseline or ordinary progressive JPEG"
 JPEG_TRUNCATED = "truncated JPEG (no end-of-image marker)"  # wherever it was cut
+# EXIF's Orientation entry (TIFF tag 0x0112, one SHORT) with a value other than 1 (upright), in either byte order:
+# a viewer turns or mirrors such an image, which the model would read unturned, so it is refused
+JPEG_ORIENTATIONS = tuple(entry for value in range(2, 9) for entry in (
+    b"\x01\x12\x00\x03\x00\x00\x00\x01\x00" + bytes([value]), b"\x12\x01\x03\x00\x01\x00\x00\x00" + bytes([value, 0])))
+JPEG_ORIENTED = ("JPEG with an EXIF orientation (shown turned or mirrored): save it upright, without the "
+                 "orientation tag")
 # also tf.strings.format's template in the bytes signature (no quote marks: tf.debugging.Assert escapes them)
 PNG_DATA_TOO_LONG = "PNG image data is {} bytes: more than the rows of a {}x{} image take ({} at most)"
 TOO_MANY_CHUNKS = f"PNG with more than {MAX_PARTS} chunks: not a captcha image"
@@ -177,6 +186,8 @@ def _jpeg_data_problem(data):
     entropy-coded data (ITU T.81, B.1)."""
     if data.count(JPEG_SCAN) > MAX_JPEG_SCANS:  # each scan is a pass over the whole image
         return TOO_MANY_SCANS
+    if any(entry in data for entry in JPEG_ORIENTATIONS):
+        return JPEG_ORIENTED
     offset = 2
     for _ in range(MAX_PARTS):
         marker = JPEG_NEXT_MARKER.match(data, offset)

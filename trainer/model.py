@@ -16,22 +16,29 @@ Feeding bytes keeps host->device traffic at 1 byte per pixel.
 import keras
 from keras import ops
 
+from tfrecord.errors import UserError
 from tfrecord.spec import CaptchaSpec
+from trainer.arguments import DEFAULT_HEAD, DEFAULT_SCALE, HEADS  # noqa: F401 (the flags' defaults)
 from trainer.metrics import CharAccuracy, SequenceAccuracy
 
-HEADS = ("per-position", "ctc")
-DEFAULT_HEAD = "per-position"
 # the model's name says its head: what compile_model, decode and the export read back from a built model
 NAMES = {"captcha_cnn": ("per-position", False), "captcha_cnn_end": ("per-position", True),
          "captcha_crnn": ("ctc", True)}  # name -> (head, whether index num_classes is "end" or the blank)
 RNN_UNITS = 64  # per direction
 EPSILON = 1e-7  # probabilities are clipped here before their log (CTC loss)
-DEFAULT_SCALE = 0.5  # the working size is half the render size: 120x100 captchas are seen at 60x50
 
 
 def working_size(spec: CaptchaSpec, scale):
     """(height, width) the convolutions see: the RENDER size times `scale`."""
     return round(spec.height * scale), round(spec.width * scale)
+
+
+def check_scale(spec: CaptchaSpec, scale, pools=3):
+    """UserError unless `scale` leaves the convolutions a map they can pool `pools` times (2**pools px each way)."""
+    height, width = working_size(spec, scale)
+    if min(height, width) < 2 ** pools:
+        raise UserError(f"--scale {scale:g}: the model would see {width}x{height} px of the {spec.width}x{spec.height} "
+                        f"render; it needs at least {2 ** pools} px each way")
 
 
 def build_model(spec: CaptchaSpec, *, scale=DEFAULT_SCALE, filters=(16, 32, 64, 96), dropout=0.3, head=DEFAULT_HEAD):

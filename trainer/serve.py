@@ -40,6 +40,7 @@ IMAGE_TYPES = ("image/png", "image/jpeg")
 MAX_INSTANCES = 256
 SIGNATURES = ("serving_default", "serving_pixels")  # the ones `trainer.export` writes; TF Serving's default name first
 DEFAULT_THREADS = max(4, 2 * (os.cpu_count() or 1))  # requests wait on TensorFlow, which releases the GIL
+MAX_THREADS = 1024  # each thread holds a stack and a request's image: beyond this, more servers
 
 
 class Refused(Exception):
@@ -238,7 +239,7 @@ def parse_args(argv):
     p.add_argument("--port", type=flags.port, default=8080, help="SageMaker's inference port")
     p.add_argument("--max-request-bytes", type=flags.positive_int, default=images.MAX_IMAGE_BYTES,
                    help="larger bodies get a 413 unread (default: the image size limit)")
-    p.add_argument("--threads", type=flags.positive_int, default=DEFAULT_THREADS,
+    p.add_argument("--threads", type=flags.at_least(1, most=MAX_THREADS), default=DEFAULT_THREADS,
                    help="requests answered at once (default: 2 per CPU, at least 4); others wait in waitress's "
                         "queue, at most one per open connection")
     p.add_argument("--log-interval", type=flags.positive_int, default=60,

@@ -2,7 +2,8 @@
 
 Channels `train`, optionally `validation` (File, FastFile or Pipe, picked by `tfrecord.channels.channel`),
 and `meta` (File mode, holds dataset.json). Runs locally with explicit flags and no SM_* variables, or on
-several SageMaker hosts (trainer.distribute). This module holds the command line and its checks; the
+several SageMaker hosts (trainer.distribute). This module holds the run and its checks (the command line is
+trainer.arguments, which launch/ reads without TensorFlow); the
 loop is trainer.loop.Training. Host 0, the chief, prints the metric lines, checkpoints and exports.
 Resumes from `--checkpoint-dir` after an interruption; SIGTERM saves a checkpoint, then exits 143.
 """
@@ -18,43 +19,10 @@ from tfrecord.manifest import TRAIN, VALIDATION, locate_manifest
 from tfrecord.spec import CaptchaSpec
 from trainer import checkpoint, distribute, export
 from trainer.distribute import PeerLost, fail
-from trainer.loop import MONITOR, Interrupted, Training
-from trainer.model import DEFAULT_HEAD, DEFAULT_SCALE, HEADS
+from trainer.arguments import SPEC_FIELDS, parse_args  # noqa: F401 (parse_args: this command's flags)
+from trainer.loop import Interrupted, Training
+from trainer.model import check_scale
 from trainer.sigterm import INTERRUPTED, STOP_GRACE, StopRequest
-
-SPEC_FIELDS = ("alphabet", "length", "width", "height", "mode")
-
-
-def parse_args(argv):
-    p = flags.ArgumentParser(prog="captcha-pipeline train", description=__doc__.splitlines()[0])
-    p.add_argument("--train", default=sagemaker.channel_dir(TRAIN), help="train split dir (File mode / local)")
-    p.add_argument("--validation", default=sagemaker.channel_dir(VALIDATION),
-                   help="validation split dir (used when the dataset has a validation split)")
-    p.add_argument("--manifest", type=flags.file_or_folder,
-                   help="dataset.json or its dir (default: meta channel, else beside --train)")
-    p.add_argument("--model-dir", default=sagemaker.model_dir(), type=flags.creatable_folder)
-    p.add_argument("--output-data-dir", default=sagemaker.output_data_dir(), type=flags.creatable_folder,
-                   help="TensorBoard logs and the learning curve (learning_curve.png and .json) go here")
-    p.add_argument("--checkpoint-dir", default=sagemaker.checkpoint_dir(), type=flags.creatable_folder)
-    p.add_argument("--epochs", type=flags.positive_int, default=10)
-    p.add_argument("--batch-size", type=flags.positive_int, default=64, help="global batch size (all hosts and devices)")
-    p.add_argument("--learning-rate", type=flags.positive_float, default=3e-3, help="peak of the warmup + cosine schedule")
-    p.add_argument("--warmup-epochs", type=flags.non_negative_float, default=0.5)
-    p.add_argument("--patience", type=flags.non_negative_int, default=3, help=f"early stopping on {MONITOR}")
-    p.add_argument("--scale", type=flags.positive_float, default=DEFAULT_SCALE, help="input downscaling inside the model")
-    p.add_argument("--head", choices=HEADS, default=DEFAULT_HEAD,
-                   help="one softmax per character position, or a bidirectional GRU read by CTC (trainer/model.py)")
-    p.add_argument("--shuffle-buffer", type=flags.non_negative_int, default=2048)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cpu-devices", type=flags.non_negative_int, default=0,
-                   help="split this host's CPU into N logical devices (MirroredStrategy over them)")
-    p.add_argument("--mixed-precision", choices=("auto", "on", "off"), default="auto",
-                   help="mixed_float16 (auto: when a GPU is present)")
-    p.add_argument("--cluster-timeout", type=flags.positive_float, default=900, help="seconds to wait for all hosts to join")
-    for field in SPEC_FIELDS:  # the model's spec; each defaults to the dataset's
-        p.add_argument(f"--{field}", type=flags.positive_int if field in ("length", "width", "height") else str)
-    return p.parse_args(argv)
-
 
 def model_spec(args, dataset_spec, checkpoint_dir):
     """The spec the model is built for: flags, else a checkpoint's, else the dataset's; must match the data."""
@@ -98,6 +66,7 @@ def run(args):
     if not manifest.split(TRAIN).examples:
         raise ManifestError(f"dataset has no {TRAIN} examples")
     spec = model_spec(args, manifest.spec, args.checkpoint_dir)
+    check_scale(spec, args.scale)
     check_checkpoint(args.checkpoint_dir, checkpoint.dataset_fingerprint(manifest), args.batch_size,
                      manifest.split(TRAIN).examples // args.batch_size)
     cluster = distribute.connect(cpu_devices=args.cpu_devices, timeout=args.cluster_timeout)
