@@ -79,7 +79,7 @@ def parse_args(argv):
     p.add_argument("-t", "--test-ratio", type=flags.fraction, default=0.2, help="seed mode: test rounds = max(1, int(N * ratio))")
     p.add_argument("--validation-rounds", type=flags.non_negative_int, default=0, help="seed mode: a validation "
                    "split of every arrangement this many times (default 0: none, as the seed had)")
-    p.add_argument("--num-shards", type=flags.at_least(1, most=MAX_SHARDS), help=f"shards per split (default: enough for <= {TARGET_SHARD_BYTES // 10**6} MB "
+    p.add_argument("--num-shards", type=flags.at_least(1, most=MAX_SHARDS, why=" per split"), help=f"shards per split (default: enough for <= {TARGET_SHARD_BYTES // 10**6} MB "
                    f"each, at least {MIN_SHARDS})")
     p.add_argument("--seed", type=flags.seed, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a different dataset already at --output")

@@ -86,6 +86,8 @@ CASES = [
     (["launch", "delete"], "error: the following arguments are required: endpoint (see --help)"),
     # numbers whose range makes work or memory explode, or means something silently
     (["generate", "--output", "out", "-d", "--width", "0"], "error: --width: must be at least 1 (got 0)"),
+    (["generate", "--output", "out", "-d", "--num-shards", "100000"],
+     "error: --num-shards: must be at most 10000 per split (got 100000)"),
     (["generate", "--output", "out", "-d", "--seed", "-5"], "error: --seed: must be at least 0 (got -5)"),
     (["train", "--scale", "1000"], "error: --scale: must be in (0, 1] (got 1000)"),
     (["train", "--seed", "-1"], "error: --seed: must be at least 0 (got -1)"),
