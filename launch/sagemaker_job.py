@@ -18,6 +18,8 @@ from tfrecord.sagemaker import CHECKPOINT_DIR
 FINAL_STATUSES = ("Completed", "Failed", "Stopped")
 
 
+MAX_RUNTIME = flags.at_least(1, most=28 * 24 * 3600, why=" seconds (SageMaker's limit, 28 days)")  # StoppingCondition
+
 def add_region_argument(p):
     """--region: AWS_DEFAULT_REGION, else us-east-1; the one default of every command that calls SageMaker."""
     p.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
@@ -35,8 +37,8 @@ def parse_args(argv):
     p.add_argument("--image-uri", help="override the TensorFlow training image")
     p.add_argument("--spot", action="store_true", help="managed spot training (checkpoints go to S3)")
     p.add_argument("--checkpoint-s3-uri", type=flags.s3_uri, help="default with --spot: <output-path>/<base job name>/<job>/checkpoints")
-    p.add_argument("--max-run", type=flags.positive_int, default=24 * 3600, help="seconds")
-    p.add_argument("--max-wait", type=flags.positive_int, help="seconds, spot only (default: twice --max-run)")
+    p.add_argument("--max-run", type=MAX_RUNTIME, default=24 * 3600, help="seconds")
+    p.add_argument("--max-wait", type=MAX_RUNTIME, help="seconds, spot only (default: twice --max-run)")
     p.add_argument("--tag", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--wait", action="store_true", help="stream the job's logs until it ends")
     return p.parse_args(argv)

@@ -135,3 +135,20 @@ def test_the_bytes_signature_refuses_a_jpeg_shown_turned_in_the_same_words(tiny_
     with pytest.raises(tf.errors.InvalidArgumentError) as e:
         export.decode_images(tf.constant([rotated_jpeg(6)]), tiny_spec)
     assert images.JPEG_ORIENTED in str(e.value)
+
+
+def test_predict_serve_and_the_signature_refuse_a_jpeg_shown_turned_in_one_line(tiny_model, tmp_path, capsys):
+    import tensorflow as tf
+
+    from trainer import export, predict, serve
+
+    turned = rotated_jpeg(6)
+    (tmp_path / "turned.jpg").write_bytes(turned)
+    assert predict.main(["--model-dir", str(tiny_model), str(tmp_path / "turned.jpg")]) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'turned.jpg'}: {images.JPEG_ORIENTED}\n"
+    answer = serve.create_app(str(tiny_model)).test_client().post("/invocations", data=turned, content_type="image/jpeg")
+    assert (answer.status_code, answer.json) == (400, {"error": f"instance 0: {images.JPEG_ORIENTED}"})
+    default = export.load(str(tiny_model))[0].signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError) as refused:
+        default(image_bytes=tf.constant([turned]))
+    assert images.JPEG_ORIENTED in refused.value.message

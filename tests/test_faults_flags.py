@@ -95,8 +95,13 @@ CASES = [
     (["evaluate", "--model-dir", "model", "--gallery-size", "100000"],
      "error: --gallery-size: must be at most 1000 (images on one sheet) (got 100000)"),
     (["inspect", "adir", "--samples", "100000"], "error: --samples: must be at most 1000 (images on one sheet) (got 100000)"),
+    (["serve", "model", "--log-interval", "1e20"], "error: --log-interval: must be at most 604800 seconds, a week (got 1e20)"),
+    (["train", "--cluster-timeout", "1e300"],
+     "error: --cluster-timeout: must be at most 604800 seconds, a week (got 1e300)"),
     (["serve", "model", "--threads", "100000"], "error: --threads: must be at most 1024 (got 100000)"),
     # hyperparameters are the trainer's flags, checked before anything is created or any AWS call
+    (["launch", "train", "s3://b/d", "--output-path", "s3://b/o", "--role", ROLE, "--max-run", "99999999"],
+     "error: --max-run: must be at most 2419200 seconds (SageMaker's limit, 28 days) (got 99999999)"),
     (["launch", "local", "adir", "--output-path", "jobs", "--hp", "epochs=abc"],
      "error: --hp: --epochs: 'abc' is not an integer"),
     (["launch", "local", "adir", "--output-path", "jobs", "--hp", "scale=1000"],

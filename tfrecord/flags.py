@@ -62,7 +62,7 @@ def at_least(low, kind=int, *, most=None, why=""):
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low:g} (got {text})")
         if most is not None and value > most:
-            raise argparse.ArgumentTypeError(f"must be at most {most:g}{why} (got {text})")
+            raise argparse.ArgumentTypeError(f"must be at most {most}{why} (got {text})")
         return value
 
     check.__name__ = f"at_least_{low}"
@@ -82,6 +82,17 @@ def positive_float(text):
     value = _number(float, text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive (got {text})")
+    return value
+
+
+MAX_SECONDS = 7 * 24 * 3600  # a wait longer than a week is a typo (and past threading.TIMEOUT_MAX, an OverflowError)
+
+
+def seconds(text):
+    """A `type=` for a duration in seconds: positive, at most MAX_SECONDS."""
+    value = positive_float(text)
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SECONDS} seconds, a week (got {text})")
     return value
 
 

@@ -49,7 +49,7 @@ def _parser():
                    "at most its cores, or 2)")
     p.add_argument("--mixed-precision", choices=("auto", "on", "off"), default="auto",
                    help="mixed_float16 (auto: when a GPU is present)")
-    p.add_argument("--cluster-timeout", type=flags.positive_float, default=900, help="seconds to wait for all hosts to join")
+    p.add_argument("--cluster-timeout", type=flags.seconds, default=900, help="seconds to wait for all hosts to join")
     for field in SPEC_FIELDS:  # the model's spec; each defaults to the dataset's
         p.add_argument(f"--{field}", type=flags.positive_int if field in ("length", "width", "height") else str)
     return p

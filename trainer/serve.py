@@ -242,9 +242,9 @@ def parse_args(argv):
     p.add_argument("--threads", type=flags.at_least(1, most=MAX_THREADS), default=DEFAULT_THREADS,
                    help="requests answered at once (default: 2 per CPU, at least 4); others wait in waitress's "
                         "queue, at most one per open connection")
-    p.add_argument("--log-interval", type=flags.positive_int, default=60,
+    p.add_argument("--log-interval", type=flags.seconds, default=60,
                    help="seconds between summary lines (one per period with requests, and one at the end)")
-    p.add_argument("--idle-timeout", type=flags.positive_int, default=30,
+    p.add_argument("--idle-timeout", type=flags.seconds, default=30,
                    help="seconds after which a connection that sends nothing is closed")
     p.add_argument("--connection-limit", type=flags.positive_int, default=500,
                    help="open connections at most; idle or slow clients below it cannot starve the server")
