@@ -6,11 +6,15 @@
 
 The plan (beam_jobs/plan.py; `--dry-run` prints it) gives each split's examples and shards: example i
 of a split goes to shard i % num_shards, and its label and image depend only on (seed, split, i), so
-any runner and worker count writes byte-identical shards. Shards are written atomically by their own
-DoFn (Beam's WriteToTFRecord fails to finalize on the DaskRunner) and the manifest is written last,
-so a dataset without dataset.json is never mistaken for a finished one.
+any runner and worker count writes byte-identical shards. Each chunk of a shard is rendered and written
+to a temp part beside the shard; only the parts' names are grouped per shard, and the shard is streamed
+from its parts, so memory is bounded by the work in flight, not the dataset, and each shard appears as
+soon as its chunks are done. Shards are written atomically by their own DoFn (Beam's WriteToTFRecord fails
+to finalize on the DaskRunner) and the manifest is written last, so a dataset without dataset.json is
+never mistaken for a finished one.
 """
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,9 +33,10 @@ from beam_jobs import worker_log
 from beam_jobs.plan import MIN_SHARDS, TARGET_SHARD_BYTES, build_plan, describe, long_run_notice
 from beam_jobs.progress import ProgressBar, Reporter
 from beam_jobs.render import Renderer
-from tfrecord import flags, quiet, storage
+from tfrecord import flags, localfs, quiet, storage
 from tfrecord.errors import SpecError, UserError, exits_on_user_error
 from tfrecord.manifest import MANIFEST_NAME, MAX_SHARDS, Manifest, ShardInfo, SplitInfo, read_manifest, shard_path
+from tfrecord.streams import BLOCK_SIZE
 from tfrecord.spec import IMAGE_FORMATS, MODES, CaptchaSpec, default_width, parse_length
 
 # Beam's SDK harness warns on every worker start about things this job does not use (a main session,
@@ -122,53 +127,104 @@ def _check_beam_flags(beam_args):
             raise UserError(f"--{name}: must be at least 0 (got {value})")
 
 
-class RenderChunk(beam.DoFn):
-    """(split, shard, first, stop) -> ((split, shard), (first, the chunk's framed records, their count))."""
+def part_path(split, shard, num_shards, first):
+    """Where a chunk's records wait for their shard, relative to the output: a temp name beside the shard
+    (`.<shard name>.part<first>.<32 hex>.tmp`, which `beam_jobs.output.is_temp` knows, so a run that dies
+    leaves nothing the next run does not clean). The name depends only on the chunk, so a retried chunk
+    rewrites its own part instead of leaving another."""
+    folder, name = shard_path(split, shard, num_shards).rsplit("/", 1)
+    tag = hashlib.sha256(f"{folder}/{name}:{first}".encode()).hexdigest()[:32]
+    return f"{folder}/.{name}.part{first:05d}.{tag}.tmp"
 
-    def __init__(self, plan, progress_dir=None):
-        self.plan, self.progress_dir = plan, progress_dir
+
+class RenderChunk(beam.DoFn):
+    """(split, shard, first, stop) -> ((split, shard), (first, part, count)): render the chunk's examples and
+    write their framed records to the part `part_path` names (atomically, like every file we write); only
+    that location goes on, so what Beam shuffles and holds is a few bytes per chunk, never images."""
+
+    def __init__(self, plan, output, options, progress_dir=None):
+        self.plan, self.output, self.options, self.progress_dir = plan, output, options, progress_dir
         self.examples = {split: Metrics.counter("captcha", f"{split}_examples") for split in plan.examples}
 
     def setup(self):
+        use_s3_options(self.options)
         self.renderer, self.report = Renderer(self.plan.spec), Reporter(self.progress_dir)
 
     def process(self, chunk):
         split, shard, first, stop = chunk
         records = [self.plan.record(self.renderer, split, self.plan.index(split, shard, p)) for p in range(first, stop)]
+        part = part_path(split, shard, self.plan.shards[split], first)
+        try:
+            storage.write_atomic(outputs.shard_uri(self.output, part), b"".join(records))
+        except localfs.NoSpace:  # the user knows the shard, not its part
+            target = outputs.shard_uri(self.output, shard_path(split, shard, self.plan.shards[split]))
+            raise localfs.NoSpace(f"{target}: no space left on device") from None
         self.examples[split].inc(len(records))
         self.report.add("examples", len(records))
-        yield (split, shard), (first, b"".join(records), len(records))
+        yield (split, shard), (first, part, len(records))
 
     def finish_bundle(self):
         self.report.flush()
 
 
 def join_chunks(key, chunks):
-    """((split, shard), [(first, records, count), ...]) -> (split, shard, the shard's bytes, its record count)."""
+    """((split, shard), [(first, part, count), ...]) -> (split, shard, its parts in order, its record count)."""
     chunks = sorted(chunks)
-    return (*key, b"".join(c[1] for c in chunks), sum(c[2] for c in chunks))
+    return (*key, [c[1] for c in chunks], sum(c[2] for c in chunks))
 
 
 class RenderShards(beam.PTransform):
-    """Render every example of a plan: -> (split, shard, the shard's TFRecord bytes, records), one per shard."""
+    """Render every example of a plan into parts at `output`: -> (split, shard, its parts in order, records),
+    one per shard. Memory is bounded by the chunks in flight: no rendered byte passes through the shuffle."""
 
-    def __init__(self, plan, progress_dir=None):
+    def __init__(self, plan, output, options, progress_dir=None):
         super().__init__()
-        self.plan, self.progress_dir = plan, progress_dir
+        self.plan, self.output, self.options, self.progress_dir = plan, output, options, progress_dir
 
     def expand(self, pbegin):
+        render = RenderChunk(self.plan, self.output, self.options, self.progress_dir)
         return (pbegin
                 | "ShardRanges" >> beam.Create(list(self.plan.shard_ranges()))  # (split, first, stop): a few per split
                 | "Shards" >> beam.FlatMap(self.plan.shards_in)  # (split, shard)
                 | "Chunks" >> beam.FlatMap(self.plan.chunks)  # (split, shard, first, stop): positions in the shard
                 | "Spread" >> beam.Reshuffle()  # the same, spread over the workers
-                | "Render" >> beam.ParDo(RenderChunk(self.plan, self.progress_dir))  # ((split, shard), (first, bytes, count))
-                | "GroupByShard" >> beam.GroupByKey()  # ((split, shard), [(first, bytes, count), ...])
-                | "Join" >> beam.MapTuple(join_chunks))  # (split, shard, shard bytes, records)
+                | "Render" >> beam.ParDo(render)  # ((split, shard), (first, part, count)); the records are in the part
+                | "GroupByShard" >> beam.GroupByKey()  # ((split, shard), [(first, part, count), ...])
+                | "Join" >> beam.MapTuple(join_chunks))  # (split, shard, [part, ...] in order, records)
+
+
+class JoinedParts:
+    """The files at `uris`, one after another, as one stream with `.read(n)` (n bytes unless at the end, as
+    a multipart upload needs); `size` and `sha256` are of the bytes read so far."""
+
+    def __init__(self, uris):
+        self.uris, self.current = iter(uris), None
+        self.size, self.sha256 = 0, hashlib.sha256()
+
+    def read(self, n=-1):
+        pieces, wanted = [], n if n is not None and n >= 0 else float("inf")
+        while wanted > 0:
+            if self.current is None:
+                uri = next(self.uris, None)
+                if uri is None:
+                    break
+                self.current = storage.open(uri)
+            piece = self.current.read(min(wanted, BLOCK_SIZE))
+            if not piece:
+                self.current.close()
+                self.current = None
+                continue
+            pieces.append(piece)
+            wanted -= len(piece)
+        data = b"".join(pieces)
+        self.size += len(data)
+        self.sha256.update(data)
+        return data
 
 
 class WriteShard(beam.DoFn):
-    """(split, shard, bytes, records) -> (split, ShardInfo): write the shard atomically."""
+    """(split, shard, [part, ...], records) -> (split, ShardInfo): stream the parts in order into the shard
+    (written atomically; size and sha256 counted on the way), then delete them."""
 
     def __init__(self, plan, output, options, progress_dir=None):
         self.plan, self.output, self.options, self.progress_dir = plan, output, options, progress_dir
@@ -178,11 +234,14 @@ class WriteShard(beam.DoFn):
         self.report = Reporter(self.progress_dir)
 
     def process(self, element):
-        split, shard, data, records = element
+        split, shard, parts, records = element
         relpath = shard_path(split, shard, self.plan.shards[split])
-        storage.write_atomic(outputs.shard_uri(self.output, relpath), data)
+        uris = [outputs.shard_uri(self.output, part) for part in parts]
+        data = JoinedParts(uris)
+        storage.write_stream(outputs.shard_uri(self.output, relpath), data)
+        storage.delete(uris)
         self.report.add("shards", 1)
-        yield split, ShardInfo(relpath, records, len(data), hashlib.sha256(data).hexdigest())
+        yield split, ShardInfo(relpath, records, data.size, data.sha256.hexdigest())
 
     def finish_bundle(self):
         self.report.flush()
@@ -219,7 +278,7 @@ class WriteDataset(beam.PTransform):
 
     def expand(self, pbegin):
         return (pbegin
-                | "RenderShards" >> RenderShards(self.plan, self.progress_dir)  # (split, shard, shard bytes, records)
+                | "RenderShards" >> RenderShards(self.plan, self.output, self.options, self.progress_dir)  # (split, shard, [part, ...], records)
                 | "WriteShard" >> beam.ParDo(WriteShard(self.plan, self.output, self.options, self.progress_dir))  # (split, ShardInfo)
                 | "AllShards" >> beam.combiners.ToList()  # [(split, ShardInfo), ...]
                 | "WriteManifest" >> beam.ParDo(WriteManifest(self.output, self.options, self.manifest)))  # JSON text
@@ -263,8 +322,13 @@ def run(argv=None):
         total = sum(plan.examples.values())
         with quiet.stderr_without(worker_log.start_up_line) as stderr:  # printed by each worker process
             with ProgressBar(total, sum(plan.shards.values()), stream=stderr) as progress:
-                with beam.Pipeline(options=options) as pipeline:
-                    _ = pipeline | "WriteDataset" >> WriteDataset(plan, output, options, manifest, progress.directory)
+                try:
+                    with beam.Pipeline(options=options) as pipeline:
+                        _ = pipeline | "WriteDataset" >> WriteDataset(plan, output, options, manifest, progress.directory)
+                except BaseException:
+                    with contextlib.suppress(Exception):  # the run's own error is the one to report
+                        outputs.remove_temps(output)  # the parts of shards not yet written
+                    raise
         seconds = time.monotonic() - start
         written = read_manifest(output)
     split_counts = ", ".join(f"{s}={n}" for s, n in plan.examples.items())

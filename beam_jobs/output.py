@@ -68,7 +68,7 @@ def prepare(output, manifest, overwrite):
     if foreign:
         raise UserError(f"output {output} holds {storage.join(output, foreign[0])}, which is not part of "
                         f"{'the dataset in ' + MANIFEST_NAME if old else 'a dataset'}; move it away or choose another location")
-    storage.delete(storage.join(output, f) for f in temps)  # a dead writer's; no other run holds the output
+    remove_temps(output, temps)  # a dead writer's; no other run holds the output
     if old:
         if _identity(old) == _identity(manifest):
             return  # the same dataset: re-running rewrites identical bytes
@@ -80,6 +80,14 @@ def prepare(output, manifest, overwrite):
         raise UserError(f"output {output} holds shards but no {MANIFEST_NAME} (an interrupted run?); pass --overwrite to replace them")
     storage.delete([storage.join(output, MANIFEST_NAME)] if old else [])
     storage.delete(storage.join(output, f) for f in files if f in ours and f != MANIFEST_NAME)  # listed: inside
+
+
+def remove_temps(output, relpaths=None):
+    """Under `hold`: delete the temp files at `output` (`relpaths`, or every one listed there), e.g. the
+    chunk parts of a run that failed; no other run holds the output, so every temp file there is ours."""
+    if relpaths is None:
+        relpaths = [f for f in (storage.relative(output, uri) for uri, _ in storage.list(storage.join(output, ""))) if is_temp(f)]
+    storage.delete(storage.join(output, f) for f in relpaths)
 
 
 def _identity(manifest):

@@ -238,6 +238,17 @@ def write_atomic(uri, data):
     localfs.write_atomic(uri, data)
 
 
+def write_stream(uri, stream):
+    """Copy the readable binary stream `stream` (`.read(n)`) to `uri` whole or not at all, a block at a time, so
+    memory does not grow with its length: on S3 one managed (multipart) upload, locally localfs.copy_atomic."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with aws_errors(uri):
+            client().upload_fileobj(stream, bucket, key)
+        return
+    localfs.copy_atomic(stream, uri)
+
+
 def put_file(path, uri):
     """Copy a local file to `uri` (s3:// or a local path), atomically."""
     if is_s3(uri):
