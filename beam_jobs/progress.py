@@ -70,7 +70,7 @@ class ProgressBar:
     def _totals(self):
         totals = collections.Counter()
         for name in os.listdir(self.directory):
-            if not name.endswith(".tmp"):
+            if not localfs.TMP_NAME.fullmatch(name):
                 try:
                     with open(os.path.join(self.directory, name)) as f:
                         totals.update(json.load(f))
