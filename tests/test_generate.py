@@ -13,7 +13,7 @@ import pytest
 from beam_jobs import generate, progress
 from tfrecord import schema
 from tfrecord.framing import read_records
-from tfrecord.manifest import read_manifest
+from tfrecord.manifest import MAX_SHARDS, read_manifest
 
 SMALL = ["--chars", "abc", "--length", "2", "--width", "40", "--height", "24", "--num-shards", "2",
          "--train-examples", "40", "--validation-examples", "8", "--test-examples", "8", "--holdout-labels"]
@@ -191,8 +191,10 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert rows["train"][1] == "1,553,040,480" and rows["test"][1] == "776,520,240"
     assert "~time on 2 workers" in done.stdout
     for split in ("train", "test"):
-        per_shard = rows[split][3:5]
-        assert per_shard[1] == "MB" and 100 < float(per_shard[0]) <= 128  # shards sized for S3 streaming
+        # shards are sized at most 128 MB for S3 streaming until a split would need more than MAX_SHARDS of them
+        # (the manifest lists every shard); this plan needs more, so each split has MAX_SHARDS larger shards
+        shards, per_shard = rows[split][2], rows[split][3:5]
+        assert shards == f"{MAX_SHARDS:,}" and per_shard[1] == "MB" and float(per_shard[0]) > 128
     assert "nothing written" in done.stdout and not out.exists()
 
 
