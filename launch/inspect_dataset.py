@@ -28,6 +28,7 @@ def parse_args(argv):
     args, unknown = p.parse_known_args(argv)
     if unknown:
         raise UserError(f"unknown {'flag' if unknown[0].startswith('-') else 'argument'} {unknown[0]} (see --help)")
+    flags.distinct(args, "contact_sheet", inputs=("dataset",))
     return args
 
 

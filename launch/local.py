@@ -51,11 +51,11 @@ def parse_args(argv):
     job_config.add_job_arguments(p)
     p.add_argument("--root", type=flags.empty_folder, help="container root to build and keep (default: a temporary "
                                                            "folder, removed after); with several hosts it holds one root per host")
-    p.add_argument("--checkpoint-path", type=flags.creatable_folder,
+    p.add_argument("--checkpoint-path", type=flags.local_folder,
                    help="local folder mounted as every host's checkpoints dir (resume across "
                         "runs, as SageMaker restores the checkpoint S3 prefix on every host)")
     args = p.parse_args(argv)
-    flags.distinct(args, "root", "checkpoint_path", "output_path", owned="root")
+    flags.distinct(args, "root", "checkpoint_path", "output_path", owned="root", inputs=("dataset",))
     return args
 
 

@@ -8,8 +8,13 @@ own included ("the following arguments are required"), is a UserError: one line 
 and exit status 2 (tfrecord.errors.exits_on_user_error), never argparse's usage block.
 
 The path checks read the file system and write nothing: a folder that does not exist yet passes when it
-could be created, and the command creates it later. s3:// URIs pass unchanged (their bucket is checked
-by the command, with the S3 client). Imports the standard library only (the training container has it).
+could be created, and the command creates it later. "" is never a path. A string with a scheme (`xx:/`,
+`xx://`) is refused unless it is a valid `s3://bucket[/prefix]` (storage.is_s3), and that passes unchanged
+for the command to check its bucket with the S3 client; `local_folder` and `local_file` refuse s3:// too,
+for outputs a command writes on local disk only. An output is never written through a symbolic link: a
+link as an output file is refused, as is a dangling link as an output folder (a link to an existing folder
+is the folder the user chose). `distinct` refuses two outputs on one path, one inside another, and an
+output inside an input dataset. Imports the standard library only (the training container has it).
 """
 import argparse
 import math
@@ -114,8 +119,30 @@ def port(text):
 
 # --- paths ------------------------------------------------------------------------------------------------
 
+SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")  # `s3:/x`, `file:///x`: a URI, never a local folder name
+
+
 def _is_s3(path):
-    return storage.is_s3(path)  # the one place locations are parsed: refuses `S3://b`, `s3://` and other URIs
+    """Whether `path` is a valid s3:// location. Refuses "" and every other URI (`S3://b`, `s3://`, `s3:/b`,
+    `file:///x`); storage.is_s3 is the one place locations are parsed."""
+    if not path:
+        raise argparse.ArgumentTypeError("an empty string is not a path")
+    try:
+        found = storage.is_s3(path)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not found and SCHEME.match(path):
+        raise argparse.ArgumentTypeError(f"{path}: not a valid location (a local path, or s3://bucket[/prefix])")
+    return found
+
+
+def _no_link(path, what):
+    """Refuse a symbolic link at `path` where the command writes `what` (a dangling one included)."""
+    if os.path.islink(path):
+        target = os.readlink(path)
+        state = "" if os.path.exists(path) else ", dangling"
+        raise argparse.ArgumentTypeError(f"{path}: a symbolic link (to {target}{state}); {what} is never written "
+                                         "through a link")
 
 
 def _stat(path):
@@ -185,6 +212,8 @@ def creatable_folder(path):
     of the path that exists is a folder, and the deepest of them is writable). Creates nothing. s3:// passes."""
     if _is_s3(path):
         return path
+    if not os.path.exists(path):
+        _no_link(path, "an output folder")
     found = _stat(path)
     if found is not None and not stat.S_ISDIR(found.st_mode):
         raise argparse.ArgumentTypeError(f"{path}: is {file_kind(found.st_mode)}, not a folder")
@@ -195,8 +224,8 @@ def creatable_folder(path):
 
 
 def empty_folder(path):
-    """A `type=` for a folder the command fills and owns: an empty folder, or one that can be created."""
-    creatable_folder(path)
+    """A `type=` for a local folder the command fills and owns: an empty folder, or one that can be created."""
+    local_folder(path)
     if os.path.isdir(path) and os.listdir(path):
         raise argparse.ArgumentTypeError(f"{path}: not empty")
     return path
@@ -207,6 +236,7 @@ def writable_file(path):
     writable or creatable. Creates nothing. s3:// passes."""
     if _is_s3(path):
         return path
+    _no_link(path, "an output file")
     found = _stat(path)
     if found is not None:
         if not stat.S_ISREG(found.st_mode):
@@ -220,6 +250,21 @@ def writable_file(path):
     if problem:
         raise argparse.ArgumentTypeError(f"{path}: cannot be written ({problem})")
     return path
+
+
+def _local(check):
+    def local(path):
+        if _is_s3(path):
+            raise argparse.ArgumentTypeError(f"{path}: a local path is needed here, not s3://")
+        return check(path)
+
+    local.__name__ = f"local_{check.__name__}"
+    local.__doc__ = f"`{check.__name__}`, refusing s3:// too (an output written on local disk only)."
+    return local
+
+
+local_folder = _local(creatable_folder)
+local_file = _local(writable_file)
 
 
 def s3_uri(text):
@@ -236,20 +281,54 @@ def http_url(text):
     return text
 
 
-def distinct(args, *flags, owned=None):
-    """Refuse two of `flags` (attribute names of `args`) naming the same local path, and any of them inside
-    the folder of flag `owned` (one the command fills itself). Unset flags and s3:// URIs are skipped."""
+def _where(path):
+    """A comparable form of a location: the real path of a local one, an s3:// URI without trailing slashes."""
+    return path.rstrip("/") if storage.is_s3(path) else os.path.realpath(path)
+
+
+def _within(path, folder):
+    """Whether `path` is `folder` or inside it (both from `_where`)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + ("/" if storage.is_s3(folder) else os.sep))
+
+
+def _input_roots(path):
+    """What an input location protects: itself (a file's folder, for a dataset.json), and the dataset root
+    above a split folder (the folder holding dataset.json)."""
+    where = _where(path)
+    if storage.is_s3(path):
+        return [where]
+    if os.path.isfile(where):
+        where = os.path.dirname(where)
+    parent = os.path.dirname(where)
+    return [where, parent] if os.path.isfile(os.path.join(parent, "dataset.json")) else [where]
+
+
+def distinct(args, *flags, owned=None, inputs=()):
+    """Refuse, in one line, outputs that could overwrite each other or the data the command reads: two of
+    `flags` (attribute names of `args`: outputs) naming the same location, any of them inside the folder of
+    an `owned` flag (a folder the command fills itself; a name or a tuple of names), and any of them equal
+    to or inside an input of `inputs` (attribute names of input files or folders; a split folder protects
+    its whole dataset). Unset flags are skipped."""
+    owned = (owned,) if isinstance(owned, str) else tuple(owned or ())
     paths = {flag: getattr(args, flag) for flag in flags if getattr(args, flag)}
-    real = {flag: os.path.realpath(path) for flag, path in paths.items() if not _is_s3(path)}
+    real = {flag: _where(path) for flag, path in paths.items()}
     names = list(real)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             if real[a] == real[b]:
                 raise UserError(f"{flag_name(a)} and {flag_name(b)} are the same path ({paths[a]})")
     for flag in names:
-        if owned in real and flag != owned and real[flag].startswith(real[owned] + os.sep):
-            raise UserError(f"{flag_name(flag)} {paths[flag]} is inside {flag_name(owned)} {paths[owned]}, "
-                            "which this command fills")
+        for folder in owned:
+            if folder in real and flag != folder and _within(real[flag], real[folder]):
+                raise UserError(f"{flag_name(flag)} {paths[flag]} is inside {flag_name(folder)} {paths[folder]}, "
+                                "which this command fills")
+    for source in inputs:
+        if getattr(args, source):
+            for root in _input_roots(getattr(args, source)):
+                for flag in names:
+                    if _within(real[flag], root):
+                        raise UserError(f"{flag_name(flag)} {paths[flag]} is inside the input {flag_name(source)} "
+                                        f"{getattr(args, source)} ({root}); outputs go outside the data read")
 
 
 def flag_name(attribute):

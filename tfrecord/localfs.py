@@ -3,7 +3,7 @@
 - `atomic_file` / `write_atomic`: the one way a local file is written. The bytes go to a temp file with a
   unique name beside the target (so the rename stays on one file system), are flushed and fsynced, and the
   temp is renamed over the target; on any failure the temp is removed and the target is as it was. A
-  rename replaces a symbolic link at the target itself and never writes through it.
+  symbolic link at the target is refused (UserError naming it): never written through, never replaced.
 - `NoSpace`: a full disk (or quota) while writing is one `UserError` line, `<path>: no space left on device`.
 - `inside`: a local path built from a name that came from outside (an S3 key, a manifest entry, a label, a
   job name, a hyperparameter), proved to stay inside its folder and to pass through no symbolic link.
@@ -55,10 +55,12 @@ def atomic_file(path, mode="wb", replace=True):
     """A file object for writing `path` whole or not at all (see the module doc). With `replace=False` an
     existing `path` is kept and FileExistsError raised (the rename is a hard link, which never replaces).
 
-    Raises NoSpace on a full disk, the OSError otherwise (IsADirectoryError for a folder at `path`);
-    the temp file is gone either way.
+    Raises UserError for a symbolic link at `path`, NoSpace on a full disk, the OSError otherwise
+    (IsADirectoryError for a folder at `path`); the temp file is gone either way.
     """
     path = storage.local_path(path)
+    if os.path.islink(path):
+        raise UserError(f"{path}: a symbolic link; a file is never written through a link")
     tmp = temp_path(path)
     folder = os.path.dirname(tmp)
     try:

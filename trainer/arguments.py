@@ -14,13 +14,24 @@ DEFAULT_HEAD = "per-position"
 DEFAULT_SCALE = 0.5  # the working size is half the render size: 120x100 captchas are seen at 60x50
 MAX_CPU_DEVICES = max(2, os.cpu_count() or 1)  # logical CPU devices: one per core (2 anywhere, to try the strategy)
 PATH_TYPES = (flags.regular_file, flags.existing_folder, flags.file_or_folder, flags.creatable_folder,
-              flags.empty_folder, flags.writable_file)  # checked on the host that runs the trainer, not here
+              flags.empty_folder, flags.writable_file, flags.local_folder, flags.local_file)  # checked on the host that runs the trainer, not here
 SPEC_FIELDS = ("alphabet", "length", "width", "height", "mode")
 
 
 def parse_args(argv):
-    """The trainer's flags -> argparse.Namespace; UserError (one line) for a flag of the wrong kind."""
-    return _parser().parse_args(argv)
+    """The trainer's flags -> argparse.Namespace; UserError (one line) for a flag of the wrong kind, or for
+    outputs on one path, inside each other or inside the dataset read."""
+    args = _parser().parse_args(argv)
+    flags.distinct(args, "model_dir", "output_data_dir", "checkpoint_dir",
+                   owned=("model_dir", "output_data_dir", "checkpoint_dir"), inputs=("train", "validation", "manifest"))
+    return args
+
+
+def in_container():
+    """Whether the /opt/ml folders are the defaults: in SageMaker, or under an explicit container root
+    (CAPTCHA_PIPELINE_OPT_ML, as `launch local` sets for each trainer). Elsewhere --model-dir is required and
+    no checkpoint or output data dir is used unless named: a run never resumes from a stranger's /opt/ml."""
+    return sagemaker.in_sagemaker() or sagemaker.ROOT_ENV in os.environ
 
 
 def _parser():
@@ -30,10 +41,14 @@ def _parser():
                    help="validation split dir (used when the dataset has a validation split)")
     p.add_argument("--manifest", type=flags.file_or_folder,
                    help="dataset.json or its dir (default: meta channel, else beside --train)")
-    p.add_argument("--model-dir", default=sagemaker.model_dir(), type=flags.creatable_folder)
-    p.add_argument("--output-data-dir", default=sagemaker.output_data_dir(), type=flags.creatable_folder,
+    container = in_container()
+    p.add_argument("--model-dir", default=sagemaker.model_dir() if container else None, required=not container,
+                   type=flags.local_folder)
+    p.add_argument("--output-data-dir", default=sagemaker.output_data_dir() if container else None,
+                   type=flags.local_folder,
                    help="TensorBoard logs and the learning curve (learning_curve.png and .json) go here")
-    p.add_argument("--checkpoint-dir", default=sagemaker.checkpoint_dir(), type=flags.creatable_folder)
+    p.add_argument("--checkpoint-dir", default=sagemaker.checkpoint_dir() if container else None,
+                   type=flags.local_folder, help="resume from and checkpoint into this folder")
     p.add_argument("--epochs", type=flags.positive_int, default=10)
     p.add_argument("--batch-size", type=flags.positive_int, default=64, help="global batch size (all hosts and devices)")
     p.add_argument("--learning-rate", type=flags.positive_float, default=3e-3, help="peak of the warmup + cosine schedule")
@@ -62,6 +77,7 @@ def check_hyperparameters(hps):
     parser = _parser()
     for action in parser._actions:
         action.default = argparse.SUPPRESS  # only what is given is checked
+        action.required = False
         if action.type in PATH_TYPES:
             action.type = None
     try:

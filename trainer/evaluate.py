@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from tfrecord import flags, localfs, sagemaker, storage
+from tfrecord import flags, localfs, sagemaker
 from tfrecord.channels import channel
 from tfrecord.contact_sheet import contact_sheet
 from tfrecord.errors import SpecError, exits_on_user_error
@@ -29,17 +29,16 @@ def parse_args(argv):
     p.add_argument("--channel", default=TEST, help="SageMaker channel name (Pipe mode)")
     p.add_argument("--manifest", type=flags.file_or_folder,
                    help="dataset.json or its dir (default: meta channel, else beside --data)")
-    p.add_argument("--report", default="evaluation.json", type=flags.writable_file)
-    p.add_argument("--gallery", default="errors.png", type=flags.writable_file)
+    p.add_argument("--report", default="evaluation.json", type=flags.local_file)
+    p.add_argument("--gallery", default="errors.png", type=flags.local_file)
     p.add_argument("--gallery-size", type=flags.pictures, default=24, help="misread images on --gallery")
-    p.add_argument("--samples", type=flags.creatable_folder,
+    p.add_argument("--samples", type=flags.local_folder,
                    help="also write the first --num-samples images here as <label>_<n>.png "
                    "(characters other than ASCII letters and digits as %%XX)")
     p.add_argument("--num-samples", type=flags.non_negative_int, default=8)
     p.add_argument("--batch-size", type=flags.positive_int, default=256)
     args = p.parse_args(argv)
-    flags.distinct(args, "report", "gallery", "samples")
-    storage.local_flags(args, "report", "gallery", "samples")  # written on local disk only
+    flags.distinct(args, "report", "gallery", "samples", owned="samples", inputs=("data", "manifest"))
     return args
 
 

@@ -71,7 +71,8 @@ class Training:
         self.train_data, self.validation_data = self.datasets()
         curve = keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: curves.record(args.output_data_dir, epoch, logs))
-        self.callbacks = keras.callbacks.CallbackList([*tensorboard(args), curve] if cluster.chief else [],
+        self.callbacks = keras.callbacks.CallbackList([*tensorboard(args), curve] if cluster.chief and
+                                                      args.output_data_dir else [],
                                                       model=self.model)
         self.steps_run, self.examples_run = 0, 0
 

@@ -6,13 +6,19 @@ several SageMaker hosts (trainer.distribute). This module holds the run and its 
 trainer.arguments, which launch/ reads without TensorFlow); the
 loop is trainer.loop.Training. Host 0, the chief, prints the metric lines, checkpoints and exports.
 Resumes from `--checkpoint-dir` after an interruption; SIGTERM saves a checkpoint, then exits 143.
+
+The /opt/ml folders are the defaults only in a training container (SageMaker's SM_* variables, or a
+container root set by CAPTCHA_PIPELINE_OPT_ML as `launch local` does). Elsewhere `--model-dir` is required,
+nothing is resumed unless `--checkpoint-dir` is given (the run checkpoints into a temporary folder, removed
+at its end, kept and named if it is interrupted), and TensorBoard logs and curves need `--output-data-dir`.
 """
 import contextlib
+import shutil
 import sys
+import tempfile
 
 import keras
 
-from tfrecord import flags, sagemaker, storage
 from tfrecord.errors import (ManifestError, SpecError, UserError, embedded_user_error, exits_on_user_error,
                              run_as_process)
 from tfrecord.manifest import TRAIN, VALIDATION, locate_manifest
@@ -61,7 +67,19 @@ def main(argv=None):
 
 
 def run(args):
-    storage.local_flags(args, "model_dir", "output_data_dir", "checkpoint_dir")  # written here: no folder named `s3:`
+    if args.checkpoint_dir is not None:
+        return train(args)
+    args.checkpoint_dir = tempfile.mkdtemp(prefix="captcha-checkpoints-")  # a fresh run: nothing to resume
+    status = None
+    try:
+        status = train(args)
+        return status
+    finally:
+        if status != INTERRUPTED:
+            shutil.rmtree(args.checkpoint_dir, ignore_errors=True)
+
+
+def train(args):
     manifest = locate_manifest(args.manifest, args.train, "--train")
     if not manifest.split(TRAIN).examples:
         raise ManifestError(f"dataset has no {TRAIN} examples")
