@@ -119,21 +119,15 @@ def port(text):
 
 # --- paths ------------------------------------------------------------------------------------------------
 
-SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")  # `s3:/x`, `file:///x`: a URI, never a local folder name
-
-
 def _is_s3(path):
     """Whether `path` is a valid s3:// location. Refuses "" and every other URI (`S3://b`, `s3://`, `s3:/b`,
     `file:///x`); storage.is_s3 is the one place locations are parsed."""
     if not path:
         raise argparse.ArgumentTypeError("an empty string is not a path")
     try:
-        found = storage.is_s3(path)
+        return storage.is_s3(path)
     except UserError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    if not found and SCHEME.match(path):
-        raise argparse.ArgumentTypeError(f"{path}: not a valid location (a local path, or s3://bucket[/prefix])")
-    return found
 
 
 def _no_link(path, what):

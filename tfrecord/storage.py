@@ -6,7 +6,7 @@ usual chain (credentials, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, ...); `configur
 e.g. from Beam's S3 flags (`--s3_endpoint_url`, ...).
 
 A location is a local path or `s3://bucket[/prefix]`; `is_s3` is the one place that tells them apart, and
-refuses anything else that looks like a URI (`S3://b`, `s3://` without a bucket, `gs://b`) in one line.
+refuses anything else that looks like a URI (`S3://b`, `s3://` without a bucket, `s3:/b`, `gs://b`) in one line.
 A write is visible under its final name only when complete: locally through `localfs` (a unique temp file
 beside the target, fsynced and renamed), on S3 via one PUT (or one completed multipart upload). `lock`
 holds a location for one writer at a time. boto3 is imported only for s3:// work.
@@ -67,7 +67,7 @@ def configure(settings):
         _clients.clear()
 
 
-URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # anything that looks like scheme://
+URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")  # anything that looks like scheme:/ or scheme://
 S3_URI = re.compile(r"s3://[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?(/.*)?", re.DOTALL)  # S3's bucket characters
 
 
