@@ -96,14 +96,6 @@ def local_path(path, what="path"):
     return os.fspath(path)
 
 
-def local_flags(args, *names):
-    """Refuse a URI in any of these parsed flags (argparse dests: paths a command writes on local disk only),
-    before any work, in one line naming the flag."""
-    for name in names:
-        if getattr(args, name) is not None:
-            local_path(getattr(args, name), f"--{name.replace('_', '-')}")
-
-
 def split_s3(uri):
     bucket, _, key = uri[len("s3://"):].partition("/")
     return bucket, key
