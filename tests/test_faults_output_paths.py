@@ -45,9 +45,9 @@ def cases():
                                                 "victimlink: is a file, not a folder")
         inside = "ds/test/out.png" if kind == "file" else "ds/train/out"
         if command != "generate":
-            yield where, argv, flag, inside, f"{flag} {inside} is inside the input"
+            yield where, argv, flag, inside, f"{flag} {inside} is inside the dataset read ("
             if kind == "folder" and flag != "--root":  # (a file flag: "is a folder"; --root: "not empty")
-                yield where, argv, flag, "ds", f"{flag} ds is inside the input"
+                yield where, argv, flag, "ds", f"{flag} ds is inside the dataset read ("
 
 
 CASES = list(cases())
@@ -122,11 +122,11 @@ SAME = [
     (["launch", "local", "ds", "--output-path", "o", "--checkpoint-path", "o"],
      "--checkpoint-path and --output-path are the same path (o)"),
     (["train", "--train", "ds/train", "--model-dir", "ds/validation/m"],
-     "--model-dir ds/validation/m is inside the input --train ds/train"),
+     "--model-dir ds/validation/m is inside the dataset read ("),
     (["evaluate", "--model-dir", "model", "--data", "ds/test", "--report", "ds/dataset.json"],
-     "--report ds/dataset.json is inside the input --data ds/test"),
+     "--report ds/dataset.json is inside the dataset read ("),
     (["train", "--train", "ds/train", "--model-dir", "m", "--manifest", "ds/dataset.json", "--checkpoint-dir",
-      "ds/c"], "--checkpoint-dir ds/c is inside the input --train ds/train"),
+      "ds/c"], "--checkpoint-dir ds/c is inside the dataset read ("),
 ]
 
 
@@ -139,7 +139,7 @@ def test_a_link_to_a_folder_outside_is_not_a_way_into_the_data(scratch, capsys):
     """The real path is compared: a link to the dataset named as an output is inside the dataset."""
     os.symlink(scratch / "work" / "ds" / "train", "trainlink")
     refused(scratch, capsys, ["train", "--train", "ds/train", "--model-dir", "trainlink/m"],
-            "--model-dir trainlink/m is inside the input --train ds/train")
+            "--model-dir trainlink/m is inside the dataset read (")
 
 
 def test_every_command_that_writes_is_covered():

@@ -59,8 +59,8 @@ def test_local_job_failure_mirrors_sagemaker(aws_server, s3, upload, tiny_datase
 
 
 def test_local_refuses_missing_manifest(tmp_path, capsys):
-    (tmp_path / "train").mkdir()
-    assert local.main([str(tmp_path), "--output-path", str(tmp_path / "out")]) == 2
+    (tmp_path / "ds" / "train").mkdir(parents=True)
+    assert local.main([str(tmp_path / "ds"), "--output-path", str(tmp_path / "out")]) == 2
     assert "no dataset.json" in capsys.readouterr().err
 
 

@@ -321,8 +321,8 @@ def distinct(args, *flags, owned=None, inputs=()):
             for root in _input_roots(getattr(args, source)):
                 for flag in names:
                     if _within(real[flag], root):
-                        raise UserError(f"{flag_name(flag)} {paths[flag]} is inside the input {flag_name(source)} "
-                                        f"{getattr(args, source)} ({root}); outputs go outside the data read")
+                        raise UserError(f"{flag_name(flag)} {paths[flag]} is inside the dataset read ({root}); "
+                                        "outputs go outside the data read")
 
 
 def flag_name(attribute):
