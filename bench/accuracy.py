@@ -31,7 +31,7 @@ from tfrecord.manifest import read_manifest
 from tfrecord.spec import default_width, parse_length
 from trainer import model as heads
 from trainer.evaluate import Scores
-from trainer.train import schedule
+from trainer.loop import schedule
 
 SPACES = {"digits-4": ("-d", "--length", "4"), "d-u-4": ("-d", "-u", "--length", "4"),
           "d-l-u-5": ("-d", "-l", "-u", "--length", "5"), "digits-4-6": ("-d", "--length", "4-6")}

@@ -35,7 +35,7 @@ from tfrecord.channels import channel  # noqa: E402
 from tfrecord.manifest import MANIFEST_NAME, ShardInfo, read_manifest  # noqa: E402
 from tfrecord.spec import parse_size  # noqa: E402
 from trainer import model as ours  # noqa: E402
-from trainer.train import schedule  # noqa: E402
+from trainer.loop import schedule  # noqa: E402
 
 DIGITS, LENGTH, WIDTH, HEIGHT = "0123456789", 4, 120, 100
 
