@@ -153,15 +153,16 @@ class RenderChunk(beam.DoFn):
     def process(self, chunk):
         split, shard, first, stop = chunk
         records = [self.plan.record(self.renderer, split, self.plan.index(split, shard, p)) for p in range(first, stop)]
-        part = part_path(split, shard, self.plan.shards[split], first)
+        relative = part_path(split, shard, self.plan.shards[split], first)
+        part = outputs.shard_uri(self.output, relative)
         try:
-            storage.write_atomic(outputs.shard_uri(self.output, part), b"".join(records))
-        except localfs.NoSpace:  # the user knows the shard, not its part
+            storage.write_atomic(part, b"".join(records))
+        except UserError as error:  # a full disk, an endpoint gone: the user knows the shard, not its part
             target = outputs.shard_uri(self.output, shard_path(split, shard, self.plan.shards[split]))
-            raise localfs.NoSpace(f"{target}: no space left on device") from None
+            raise type(error)(str(error).replace(part, target)) from None
         self.examples[split].inc(len(records))
         self.report.add("examples", len(records))
-        yield (split, shard), (first, part, len(records))
+        yield (split, shard), (first, relative, len(records))
 
     def finish_bundle(self):
         self.report.flush()

@@ -65,17 +65,17 @@ def test_generate_when_the_endpoint_dies_after_the_drivers_checks(own_aws_server
     S3 settings from the DoFns) meet it: one line naming the endpoint, exit 2, no manifest."""
     import boto3
 
-    from beam_jobs import generate
+    from beam_jobs import generate, output
 
     boto3.client("s3", endpoint_url=own_aws_server.url, region_name="us-east-1").create_bucket(Bucket="bucket")
-    checked = generate.prepare_output
+    checked = output.prepare
 
     def check_then_lose_the_endpoint(*args, **kwargs):
         checked(*args, **kwargs)  # the driver's last look at the output
         own_aws_server.process.kill()
         own_aws_server.process.wait(timeout=10)
 
-    monkeypatch.setattr(generate, "prepare_output", check_then_lose_the_endpoint)
+    monkeypatch.setattr(output, "prepare", check_then_lose_the_endpoint)
     capsys.readouterr()
     assert generate.main(["--output", "s3://bucket/data", "-d", "--length", "2", "--width", "40", "--height", "24",
                           "--train-examples", "8", "--validation-examples", "0", "--test-examples", "0",

@@ -331,5 +331,8 @@ def lock(root, what):
                         f"delete that object)")
     try:
         yield
-    finally:
-        delete([uri])
+    except BaseException:
+        with contextlib.suppress(Exception):  # the run's own error is the one to report, not the release's
+            delete([uri])
+        raise
+    delete([uri])
