@@ -33,7 +33,7 @@ from beam_jobs import worker_log
 from beam_jobs.plan import MIN_SHARDS, TARGET_SHARD_BYTES, build_plan, describe, long_run_notice
 from beam_jobs.progress import ProgressBar, Reporter
 from beam_jobs.render import Renderer
-from tfrecord import flags, localfs, quiet, storage
+from tfrecord import flags, quiet, storage
 from tfrecord.errors import SpecError, UserError, exits_on_user_error
 from tfrecord.manifest import MANIFEST_NAME, MAX_SHARDS, Manifest, ShardInfo, SplitInfo, read_manifest, shard_path
 from tfrecord.streams import BLOCK_SIZE
