@@ -21,7 +21,7 @@ import keras
 
 from tfrecord.errors import (ManifestError, SpecError, UserError, embedded_user_error, exits_on_user_error,
                              run_as_process)
-from tfrecord.manifest import TRAIN, VALIDATION, locate_manifest
+from tfrecord.manifest import TRAIN, locate_manifest
 from tfrecord.spec import CaptchaSpec
 from trainer import checkpoint, distribute, export
 from trainer.distribute import PeerLost, fail
