@@ -24,7 +24,6 @@ failed, in order, the first cause first; the exit status is the first failing tr
 On Linux, a trainer also gets SIGTERM when this command dies without cleaning up (SIGKILL, a crash).
 """
 import collections
-import ctypes
 import json
 import os
 import shutil
@@ -97,18 +96,24 @@ def prepare(host, names, channels, objects, hps, args, workers):
     host.env[sagemaker.WORKERS_ENV] = workers
 
 
+# Runs first in each trainer's process, then becomes the trainer (execv keeps the pid): Linux sends it
+# SIGTERM when the launcher dies (prctl PR_SET_PDEATHSIG, which survives the exec), so a launcher killed with
+# SIGKILL leaves no trainer behind. Set here rather than in a preexec_fn, which would run Python (and gRPC's
+# fork handlers, when the launcher's process holds gRPC threads) between fork and exec.
+ORPHAN_GUARD = ("import ctypes, os, signal, sys\n"
+                "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG\n"
+                "if os.getppid() != int(sys.argv[1]):\n"
+                "    sys.exit(128 + signal.SIGTERM)  # the launcher died before the guard was set\n"
+                "os.execv(sys.argv[2], sys.argv[2:])\n")
+
+
 def start_trainer(host, code_dir, hps):
     """The script-mode command (`--name value` per hyperparameter) in the host's environment."""
     command = [sys.executable, source.ENTRY_POINT] + [a for k, v in hps.items() for a in (f"--{k}", v)]
+    if sys.platform == "linux":
+        command = [sys.executable, "-c", ORPHAN_GUARD, str(os.getpid())] + command
     host.proc = subprocess.Popen(command, cwd=code_dir, env=host.env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True, errors="replace",
-                                 preexec_fn=_sigterm_when_orphaned if sys.platform == "linux" else None)
-
-
-def _sigterm_when_orphaned():
-    """In the trainer's process, before it runs: Linux sends it SIGTERM when its parent dies
-    (prctl PR_SET_PDEATHSIG), so a launcher killed with SIGKILL leaves no trainer behind."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+                                 stderr=subprocess.STDOUT, text=True, errors="replace")
 
 
 def relay(host, prefix, lock):

@@ -16,7 +16,7 @@ import launch.local, launch.sagemaker_job
 out = sys.argv[1]
 generate.run(["--output", out, "--chars", "ab", "--length", "2", "--width", "40", "--height", "24",
               "--train-examples", "6", "--validation-examples", "2", "--test-examples", "2", "--num-shards", "1"])
-sys.exit(inspect_dataset.main([out, "--contact-sheet", out + "/sheet.png"]))
+sys.exit(inspect_dataset.main([out, "--contact-sheet", out + "-sheet.png"]))
 """
 
 
@@ -27,7 +27,7 @@ def test_producer_inspect_and_launch_need_no_tensorflow(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ok: 10 examples match dataset.json" in proc.stdout
-    assert (tmp_path / "data/sheet.png").exists()
+    assert (tmp_path / "data-sheet.png").exists()
 
 TRAINING_SIDE_ONLY = """
 import importlib, pkgutil, sys
