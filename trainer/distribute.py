@@ -17,11 +17,13 @@ import time
 
 import keras
 import tensorflow as tf
+from tensorflow.python.eager import context  # the coordination service's key store (no public API for it)
 
 from tfrecord import localfs, sagemaker
 from tfrecord.errors import UserError
 
 LEAVE_TIMEOUT = 30  # seconds the chief waits for the other hosts' servers to close at the end of a job
+LEAVE_KEY = "captcha_pipeline/leave"  # set by the chief once the last collective has returned on it
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
                tf.errors.CancelledError)  # what a collective raises when another host has gone
 
@@ -186,11 +188,19 @@ def leave(cluster, status=0):
     a crashed one (`StartAbort UNAVAILABLE ... The tasks have crashed` on the hosts still up), and a host
     that outlives the chief fails its next heartbeat; TensorFlow offers no call that takes a host out of
     the cluster cleanly (its agent shuts down only in a C++ destructor that Python's exit does not run).
-    So: every host waits at a last collective (the chief has exported by then); the other hosts exit at
-    once; the chief waits until their servers have closed (at most LEAVE_TIMEOUT s), then exits at once,
+    So: every host waits at a last collective (the chief has exported by then); the other hosts exit once
+    the chief's collective has returned too; the chief waits until their servers have closed (at most LEAVE_TIMEOUT s), then exits at once,
     taking the service with it. A host that dies earlier still fails the others (`lost host ...`)."""
     if cluster.workers > 1:
         sum_function(cluster.strategy)(tf.zeros([]))
+        # A host's collective can return while a peer still fetches this host's last buffer from it, so the
+        # others go only once the chief's collective has returned too (the coordination service's key store).
+        coordination = context.context()
+        with contextlib.suppress(Exception):  # the chief gone: nothing is left to wait for
+            if cluster.chief:
+                coordination.set_config_key_value(LEAVE_KEY, "done")
+            else:
+                coordination.get_config_key_value(LEAVE_KEY, timeout_in_ms=int(LEAVE_TIMEOUT * 1000))
     sys.stdout.flush()
     sys.stderr.flush()
     if cluster.chief:
