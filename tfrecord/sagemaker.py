@@ -8,15 +8,13 @@ import json
 import os
 import posixpath
 
-from tfrecord.errors import UserError
 
 ROOT_ENV = "CAPTCHA_PIPELINE_OPT_ML"
 OPT_ML = "/opt/ml"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_DIR = posixpath.join(OPT_ML, CHECKPOINTS)  # in the container; SageMaker syncs it (CheckpointConfig)
 INPUT_MODES = ("File", "FastFile", "Pipe")
-WORKERS_ENV = "CAPTCHA_PIPELINE_WORKERS"
-WORKER_PORT = 2222
+WORKERS_ENV = "CAPTCHA_PIPELINE_WORKERS"  # launch local -> its trainers: {host: "address:port"} (trainer.distribute)
 
 
 def host_name(index):
@@ -107,18 +105,6 @@ def hosts():
         return os.environ.get("SM_CURRENT_HOST", host_name(0)), sorted(json.loads(os.environ["SM_HOSTS"]))
     config = _config("resourceconfig.json") or {"current_host": host_name(0), "hosts": [host_name(0)]}
     return config["current_host"], sorted(config["hosts"])
-
-
-def worker_addresses(hosts):
-    """`address:port` where each host's trainer listens for the others: CAPTCHA_PIPELINE_WORKERS
-    ({"algo-1": "127.0.0.1:40001", ...}, as `launch local` sets it), else `<host>:2222`."""
-    try:
-        mapping = json.loads(os.environ.get(WORKERS_ENV) or "{}")
-    except ValueError as e:
-        raise UserError(f"{WORKERS_ENV}: not JSON ({e})") from None
-    if not isinstance(mapping, dict):
-        raise UserError(f"{WORKERS_ENV}: expected a JSON object of host name -> address:port")
-    return [mapping.get(host, f"{host}:{WORKER_PORT}") for host in hosts]
 
 
 def in_sagemaker():

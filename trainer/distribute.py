@@ -22,6 +22,7 @@ from tensorflow.python.eager import context  # the coordination service's key st
 from tfrecord import localfs, sagemaker
 from tfrecord.errors import UserError
 
+WORKER_PORT = 2222  # where each host's trainer listens for the others on SageMaker (TF_CONFIG)
 LEAVE_TIMEOUT = 30  # seconds the chief waits for the other hosts' servers to close at the end of a job
 LEAVE_KEY = "captcha_pipeline/leave"  # set by the chief once the last collective has returned on it
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
@@ -64,6 +65,18 @@ def set_precision(mode):
     return mixed
 
 
+def worker_addresses(hosts):
+    """`address:port` where each host's trainer listens for the others: CAPTCHA_PIPELINE_WORKERS
+    ({"algo-1": "127.0.0.1:40001", ...}, as `launch local` sets it), else `<host>:2222`."""
+    try:
+        mapping = json.loads(os.environ.get(sagemaker.WORKERS_ENV) or "{}")
+    except ValueError as e:
+        raise UserError(f"{sagemaker.WORKERS_ENV}: not JSON ({e})") from None
+    if not isinstance(mapping, dict):
+        raise UserError(f"{sagemaker.WORKERS_ENV}: expected a JSON object of host name -> address:port")
+    return [mapping.get(host, f"{host}:{WORKER_PORT}") for host in hosts]
+
+
 def connect(*, cpu_devices=0, timeout=900):
     """The Cluster for this process; with several hosts, waits (at most `timeout` s) until all have joined."""
     host, hosts = sagemaker.hosts()
@@ -74,7 +87,7 @@ def connect(*, cpu_devices=0, timeout=900):
     if cpu_devices > 1:
         split_cpu(cpu_devices)
     if len(hosts) > 1:
-        os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": sagemaker.worker_addresses(hosts)},
+        os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": worker_addresses(hosts)},
                                               "task": {"type": "worker", "index": hosts.index(host)}})
         with deadline(timeout, f"not all of the hosts {', '.join(hosts)} joined within {timeout:g} s"):
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -204,7 +217,7 @@ def leave(cluster, status=0):
     sys.stdout.flush()
     sys.stderr.flush()
     if cluster.chief:
-        others = [a for i, a in enumerate(sagemaker.worker_addresses(cluster.hosts)) if i != cluster.worker]
+        others = [a for i, a in enumerate(worker_addresses(cluster.hosts)) if i != cluster.worker]
         deadline = time.monotonic() + LEAVE_TIMEOUT
         while any(map(_listening, others)) and time.monotonic() < deadline:
             time.sleep(0.05)
