@@ -19,6 +19,7 @@ from trainer import arguments
 SHARD_CHANNELS = (TRAIN, VALIDATION)
 META_CHANNEL = "meta"
 JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")  # SageMaker's TrainingJobName pattern
+NAME_RULE = "1 to 63 letters, digits and hyphens, starting and ending with a letter or digit"  # JOB_NAME in words
 # the trainer's flags that move its outputs out of the container folders the job uploads or syncs
 CONTAINER_OUTPUTS = {"model-dir": "the model goes to the container's model dir (SM_MODEL_DIR), uploaded as "
                                   "<output-path>/<job>/output/model.tar.gz",
@@ -51,8 +52,7 @@ def job_name(args):
     now = time.time()  # the default as the SageMaker SDK makes it: base name, UTC time to the millisecond
     name = args.job_name or time.strftime("captcha-%Y-%m-%d-%H-%M-%S-", time.gmtime(now)) + f"{int(now % 1 * 1000):03d}"
     if not JOB_NAME.fullmatch(name):
-        raise UserError(f"--job-name {name!r}: not a SageMaker job name (1 to 63 letters, digits and hyphens, "
-                        f"starting and ending with a letter or digit: ^{JOB_NAME.pattern}$)")
+        raise UserError(f"--job-name {name!r}: not a SageMaker job name ({NAME_RULE}: ^{JOB_NAME.pattern}$)")
     return name
 
 
@@ -60,8 +60,7 @@ def sagemaker_name(text):
     """A `type=` for the name of a SageMaker training job, model or endpoint: JOB_NAME's rule (also one
     plain path component), checked before any AWS call."""
     if not JOB_NAME.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text!r}: not a SageMaker name (1 to 63 letters, digits and hyphens, "
-                                         "starting and ending with a letter or digit)")
+        raise argparse.ArgumentTypeError(f"{text!r}: not a SageMaker name ({NAME_RULE})")
     return text
 
 
