@@ -1,9 +1,11 @@
 """The learning curve: every training run writes learning_curve.png and the per-epoch values it draws
-(learning_curve.json) into the output data dir; a resumed run continues its curve; `launch local` names it
+(learning_curve.json) into the output data dir (else the model dir); a resumed run continues its curve; `launch local` names it
 and it travels in output.tar.gz."""
 import io
 import json
 import tarfile
+
+import pytest
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -25,11 +27,18 @@ def test_one_entry_per_epoch_and_a_resumed_run_continues(tmp_path):
     assert _epochs(tmp_path) == [1]
 
 
-def test_every_training_run_writes_its_curve(learnable_dataset, train_args, tmp_path):
+@pytest.mark.parametrize("output_data_dir", [True, False], ids=["output-data-dir", "model-dir"])
+def test_every_training_run_writes_its_curve(learnable_dataset, train_args, tmp_path, output_data_dir):
+    """Into --output-data-dir when given, else into --model-dir beside the export."""
     from trainer import train
 
-    assert train.main(train_args(str(learnable_dataset), str(tmp_path), "--epochs", "2")) == 0
-    output = tmp_path / "output"
+    argv = train_args(str(learnable_dataset), str(tmp_path), "--epochs", "2")
+    if not output_data_dir:
+        at = argv.index("--output-data-dir")
+        del argv[at:at + 2]
+    assert train.main(argv) == 0
+    output = tmp_path / ("output" if output_data_dir else "model")
+    assert (tmp_path / "output").exists() == output_data_dir
     entries = json.loads((output / "learning_curve.json").read_text())["epochs"]
     assert [e["epoch"] for e in entries] == [1, 2]
     assert {"loss", "sequence_accuracy", "val_loss", "val_sequence_accuracy"} <= set(entries[0])

@@ -46,7 +46,8 @@ def _parser():
                    type=flags.local_folder)
     p.add_argument("--output-data-dir", default=sagemaker.output_data_dir() if container else None,
                    type=flags.local_folder,
-                   help="TensorBoard logs and the learning curve (learning_curve.png and .json) go here")
+                   help="TensorBoard logs and the learning curve (learning_curve.png and .json) go here "
+                   "(without it: the curve goes into --model-dir)")
     p.add_argument("--checkpoint-dir", default=sagemaker.checkpoint_dir() if container else None,
                    type=flags.local_folder, help="resume from and checkpoint into this folder")
     p.add_argument("--epochs", type=flags.positive_int, default=10)

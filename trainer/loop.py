@@ -69,11 +69,11 @@ class Training:
         self.average_statistics = distribute.statistics_function(self.model, self.strategy)
         self.total = distribute.sum_function(self.strategy)
         self.train_data, self.validation_data = self.datasets()
-        curve = keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: curves.record(args.output_data_dir, epoch, logs))
-        self.callbacks = keras.callbacks.CallbackList([*tensorboard(args), curve] if cluster.chief and
-                                                      args.output_data_dir else [],
-                                                      model=self.model)
+        # the chief draws every run's curve: into the output data dir, else beside the export in the model dir
+        curve = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: curves.record(
+            args.output_data_dir or args.model_dir, epoch, logs))
+        chief_callbacks = [*(tensorboard(args) if args.output_data_dir else []), curve] if cluster.chief else []
+        self.callbacks = keras.callbacks.CallbackList(chief_callbacks, model=self.model)
         self.steps_run, self.examples_run = 0, 0
 
     def steps_per_epoch(self):

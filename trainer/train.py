@@ -10,7 +10,8 @@ Resumes from `--checkpoint-dir` after an interruption; SIGTERM saves a checkpoin
 The /opt/ml folders are the defaults only in a training container (SageMaker's SM_* variables, or a
 container root set by CAPTCHA_PIPELINE_OPT_ML as `launch local` does). Elsewhere `--model-dir` is required,
 nothing is resumed unless `--checkpoint-dir` is given (the run checkpoints into a temporary folder, removed
-at its end, kept and named if it is interrupted), and TensorBoard logs and curves need `--output-data-dir`.
+at its end, kept and named if it is interrupted), and TensorBoard logs need `--output-data-dir`
+(the learning curve is then written into `--model-dir`).
 """
 import contextlib
 import shutil
