@@ -23,7 +23,7 @@ demo: venv
 	  --runner DirectRunner --direct_running_mode multi_processing --direct_num_workers 2
 	$(BIN)/captcha-pipeline inspect $(DEMO_DIR)/data --contact-sheet $(DEMO_DIR)/contact_sheet.png
 	$(BIN)/captcha-pipeline launch local $(DEMO_DIR)/data --output-path $(DEMO_DIR)/jobs --job-name demo \
-	  --input-mode Pipe --shuffle-seed 1 --hp epochs=3 --hp batch-size=64 --hp learning-rate=3e-3
+	  --input-mode Pipe --shuffle-seed 1 --hp epochs=2 --hp batch-size=64 --hp learning-rate=3e-3
 	mkdir -p $(DEMO_DIR)/model && tar -xzf $(DEMO_DIR)/jobs/demo/output/model.tar.gz -C $(DEMO_DIR)/model
 	$(BIN)/captcha-pipeline evaluate --model-dir $(DEMO_DIR)/model --data $(DEMO_DIR)/data/test \
 	  --report $(DEMO_DIR)/evaluation.json --gallery $(DEMO_DIR)/errors.png --samples $(DEMO_DIR)/samples

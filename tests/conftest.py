@@ -247,12 +247,13 @@ def serving_predictions():
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, tiny_spec):
     """An untrained model for tiny_dataset's spec, exported: its model dir. What predict, serve and the
-    signatures do around a model does not depend on what it learned."""
+    signatures do around a model does not depend on what it learned. The per-position head: its text is
+    always the spec's length, which the tests of that plumbing count (tests/test_ctc.py exports the CTC head)."""
     from trainer import export
     from trainer.model import build_model
 
     out = tmp_path_factory.mktemp("tiny-model") / "model"
-    export.export(build_model(tiny_spec, scale=1), tiny_spec, str(out))
+    export.export(build_model(tiny_spec, scale=1, head="per-position"), tiny_spec, str(out))
     return out
 
 

@@ -40,8 +40,9 @@ def test_ctc_model_shapes_and_backend_neutral_source():
     assert out.shape == (2, 15, 11)  # 60 / 4 columns; 10 digits and the blank
     np.testing.assert_allclose(out.sum(axis=-1), 1, rtol=1e-5)
     assert model.head_of(net) == ("ctc", 10)
-    assert model.head_of(model.build_model(spec)) == ("per-position", None)
-    assert model.head_of(model.build_model(CaptchaSpec(length=4, min_length=3))) == ("per-position", 10)
+    assert model.head_of(model.build_model(spec)) == ("ctc", 10)  # the default head
+    assert model.head_of(model.build_model(spec, head="per-position")) == ("per-position", None)
+    assert model.head_of(model.build_model(CaptchaSpec(length=4, min_length=3), head="per-position")) == ("per-position", 10)
     for module in (model, metrics):
         assert "tensorflow" not in inspect.getsource(module) and "tf." not in inspect.getsource(module)
     with pytest.raises(ValueError, match="head must be one of"):
@@ -111,9 +112,9 @@ def test_the_ctc_head_trains_and_decodes_on_the_jax_backend():
 def test_resuming_with_another_head_is_one_line(learnable_dataset, train_args, tmp_path, capsys):
     from trainer import train
 
-    assert train.main(train_args(str(learnable_dataset), str(tmp_path), "--epochs", "1")) == 0
+    assert train.main(train_args(str(learnable_dataset), str(tmp_path), "--epochs", "1")) == 0  # the default, ctc
     capsys.readouterr()
-    assert train.main(train_args(str(learnable_dataset), str(tmp_path), "--epochs", "2", "--head", "ctc")) == 2
+    assert train.main(train_args(str(learnable_dataset), str(tmp_path), "--epochs", "2", "--head", "per-position")) == 2
     assert capsys.readouterr().err == (
         f"error: checkpoint dir {tmp_path}/checkpoints holds a model of another architecture (another --head, --scale "
         "or spec): use an empty checkpoint dir, or the flags it was trained with\n")

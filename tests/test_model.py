@@ -15,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_one_softmax_per_position_on_uint8_pixels():
     spec = CaptchaSpec(alphabet="abc", length=3, width=60, height=24, mode="RGB")
-    net = model.build_model(spec, scale=0.5)
+    net = model.build_model(spec, scale=0.5, head="per-position")
     assert net.inputs[0].dtype == "uint8" and tuple(net.inputs[0].shape) == (None, 24, 60, 3)
     out = np.asarray(net(np.random.randint(0, 256, (2, 24, 60, 3)).astype("uint8")))
     assert out.shape == (2, 3, 3)
@@ -24,7 +24,7 @@ def test_one_softmax_per_position_on_uint8_pixels():
 
 def test_62_classes_by_6_positions():
     spec = CaptchaSpec(alphabet=string.digits + string.ascii_letters, length=6)  # 160x100
-    net = model.build_model(spec)
+    net = model.build_model(spec, head="per-position")
     out = np.asarray(net(np.zeros((2, 100, 160, 1), "uint8")))
     assert out.shape == (2, 6, 62)
     np.testing.assert_allclose(out.sum(axis=-1), 1, rtol=1e-5)
@@ -58,7 +58,7 @@ from tfrecord.spec import CaptchaSpec
 from trainer import model
 
 spec = CaptchaSpec(alphabet="abc", length=3, width=60, height=24)
-net = model.build_model(spec, scale=0.5)
+net = model.build_model(spec, scale=0.5, head="per-position")  # the CTC head on JAX: tests/test_ctc.py
 net.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
 images = np.random.default_rng(0).integers(0, 256, (4, 24, 60, 1)).astype("uint8")
 probabilities = np.asarray(net(images))

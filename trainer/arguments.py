@@ -10,7 +10,7 @@ from tfrecord.manifest import TRAIN, VALIDATION
 from trainer.metric_lines import MONITOR
 
 HEADS = ("per-position", "ctc")
-DEFAULT_HEAD = "per-position"
+DEFAULT_HEAD = "ctc"  # the more accurate head on every label space of bench/accuracy.py (docs/benchmarks.md)
 DEFAULT_SCALE = 0.5  # the working size is half the render size: 120x100 captchas are seen at 60x50
 MAX_CPU_DEVICES = max(2, os.cpu_count() or 1)  # logical CPU devices: one per core (2 anywhere, to try the strategy)
 PATH_TYPES = (flags.regular_file, flags.existing_folder, flags.file_or_folder, flags.creatable_folder,
