@@ -24,6 +24,7 @@ from trainer.metrics import CharAccuracy, SequenceAccuracy
 # the model's name says its head: what compile_model, decode and the export read back from a built model
 NAMES = {"captcha_cnn": ("per-position", False), "captcha_cnn_end": ("per-position", True),
          "captcha_crnn": ("ctc", True)}  # name -> (head, whether index num_classes is "end" or the blank)
+FILTERS = (16, 32, 64, 96)  # the trunk's convolution widths
 RNN_UNITS = 64  # per direction
 EPSILON = 1e-7  # probabilities are clipped here before their log (CTC loss)
 
@@ -41,7 +42,7 @@ def check_scale(spec: CaptchaSpec, scale, pools=3):
                         f"render; it needs at least {2 ** pools} px each way")
 
 
-def build_model(spec: CaptchaSpec, *, scale=DEFAULT_SCALE, filters=(16, 32, 64, 96), dropout=0.3, head=DEFAULT_HEAD):
+def build_model(spec: CaptchaSpec, *, scale=DEFAULT_SCALE, filters=FILTERS, dropout=0.3, head=DEFAULT_HEAD):
     """Input: uint8 [batch, *spec.input_shape]; output: float32 probabilities (see the module doc). A Resizing
     layer exists only when the stored size is not the working size (PNG 120x100 at scale 0.5 is resized to
     60x50 in the model; raw 60x50 is not). ValueError for an unknown head."""
