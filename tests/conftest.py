@@ -29,7 +29,8 @@ os.environ.update({
 # The files whose tests take longest run first, so that with pytest-xdist (`make test`: one file per worker at a
 # time, in this order) the workers finish together.
 SLOWEST_FIRST = ("test_multihost.py", "test_train.py", "test_export.py", "test_launch_local.py", "test_generate.py",
-                 "test_variable_length.py", "test_bench_accuracy.py", "test_launch_train.py", "test_storage.py", "test_faults_http.py", "test_serve.py",
+                 "test_variable_length.py", "test_bench_accuracy.py", "test_launch_train.py", "test_storage.py",
+                 "test_faults_http.py", "test_serve.py",
                  "test_model.py")
 
 
