@@ -197,6 +197,12 @@ class Curve(keras.callbacks.Callback):
         self.start = time.perf_counter()
 
 
+def row_schedule(peak, steps_per_pass, steps):
+    """The learning rate of a row's `steps` steps: the trainer's schedule (trainer.loop.schedule) spanning them,
+    warmup over half a pass over the train split (`steps_per_pass`) to `peak`, then cosine decay."""
+    return schedule(argparse.Namespace(epochs=1, learning_rate=peak, warmup_epochs=0.5 * steps_per_pass / steps), steps)
+
+
 def run_row(args, root, space, head):
     """Train `head` on the space's dataset at `root` (args: images, batch_size, learning_rate, evaluations); the row:
     a dict of its settings and `points` (images seen, training seconds, test report at each evaluation)."""
@@ -207,8 +213,8 @@ def run_row(args, root, space, head):
     steps = (args.images or SPACES[space][2]) // args.batch_size
     steps_per_pass = max(1, manifest.split("train").examples // args.batch_size)
     keras.utils.set_random_seed(0)
-    model = heads.compile_model(heads.build_model(spec, head=head, scale=args.scale, filters=args.filters), schedule(argparse.Namespace(
-        epochs=1, learning_rate=args.learning_rate, warmup_epochs=0.5 * steps_per_pass / steps), steps))
+    model = heads.compile_model(heads.build_model(spec, head=head, scale=args.scale, filters=args.filters),
+                                row_schedule(args.learning_rate, steps_per_pass, steps))
     train = channel("train", spec, args.batch_size, path=os.path.join(root, "train"), shuffle_buffer=4096, seed=0,
                     repeat=True)
     curve = Curve(spec, images, truths, steps, args.evaluations, args.batch_size, calibration)
@@ -266,7 +272,7 @@ def print_table(rows):
         report = row["points"][-1]["report"]
         pairs = ", ".join(f"{c['truth'] or '(none)'}->{c['predicted'] or '(none)'} {c['count']}"
                           for c in report["top_confusions"][:8])
-        errors = sum(n for truth, row in report["confusion"].items() for read, n in row.items() if read != truth)
+        errors = sum(n for truth, reads in report["confusion"].items() for read, n in reads.items() if read != truth)
         lengths = ""
         if len(report["per_length"]) > 1:
             lengths = "; per length: " + ", ".join(f"{n}: {r['sequence_accuracy']:.2%}" for n, r in report["per_length"].items())

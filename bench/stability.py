@@ -1,7 +1,7 @@
 """Benchmark: the dip in validation accuracy between epochs 1 and 2 at 36 classes, looked at closely.
 
 The recipe that showed it: `-d -u --length 4` (36 classes), 60,000 train examples, 4 passes (240,000 images),
-batch 64, warmup over half a pass to the peak learning rate, then cosine decay (trainer.loop.schedule). Each
+batch 64, warmup over half a pass to the peak learning rate, then cosine decay (accuracy.row_schedule). Each
 setting below trains on that dataset and is scored on the test split (2,000 captchas of unseen labels)
 every `--every` training images, far more often than once an epoch, by bench/accuracy.py's run_row. Prints,
 per setting, the test accuracy at each pass's end, the largest fall between two consecutive scorings with the
@@ -18,10 +18,9 @@ import json
 import os
 import sys
 
-from accuracy import make_dataset, run_row  # bench/accuracy.py, beside this file
+from accuracy import make_dataset, row_schedule, run_row  # bench/accuracy.py, beside this file
 
 import keras
-from trainer.loop import schedule
 from trainer.model import DEFAULT_SCALE, FILTERS
 
 SPACE = "d-u-4"
@@ -51,7 +50,7 @@ def parse_args(argv):
 def learning_rates(args, peak):
     """The schedule run_row trains with, at every scoring point: [(images seen, learning rate)]."""
     steps = args.images // args.batch_size
-    rate = schedule(argparse.Namespace(epochs=1, learning_rate=peak, warmup_epochs=0.5 / args.passes), steps)
+    rate = row_schedule(peak, max(1, args.train_examples // args.batch_size), steps)
     return [(step * args.batch_size, float(keras.ops.convert_to_numpy(rate(step))))
             for step in range(0, steps + 1, max(1, steps // 200))]
 
